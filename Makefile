@@ -1,0 +1,32 @@
+# Two entry points a newcomer needs: `make test` and `make demo`. Both set up .venv from scratch.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench lint sim clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/cohort demo
+
+bench: $(STAMP)
+	$(BIN)/cohort bench sim
+
+sim: $(STAMP)
+	$(BIN)/cohort sim --scenarios 300 --members 5 --faults all
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

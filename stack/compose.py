@@ -1,0 +1,121 @@
+"""Stack specs: parse "top:…:bottom", check requires/provides, validate parameters.
+
+Why checked at compose time: a stack missing a property (say `sequencer` without `flush`) runs
+for a while and then violates virtual synchrony under the first crash. Refusing it up front, with the
+name of a layer that fixes it, is the JGroups `@Property`/Ensemble `Property.choose` lesson.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from stack.layers import REGISTRY
+
+PRESETS: dict[str, str] = {
+    "fifo": "top:stable:pt2pt:nak:bottom",
+    "vsync": "top:flush:gms:suspect:stable:pt2pt:nak:bottom",
+    "total": "top:sequencer:flush:gms:suspect:stable:pt2pt:nak:bottom",
+}
+
+
+class StackConfigError(ValueError):
+    """An impossible stack or an unknown parameter; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """A validated stack: layer classes bottom first, and each layer's Params instance."""
+
+    spec: str
+    classes: tuple[type, ...]
+    params: tuple[Any, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    def provides(self, prop: str) -> bool:
+        return any(prop in c.provides for c in self.classes)
+
+    def param(self, layer: str) -> Any:
+        for c, p in zip(self.classes, self.params):
+            if c.name == layer:
+                return p
+        raise KeyError(layer)
+
+
+def parse(spec: str) -> list[str]:
+    """Layer names, top first. A preset name expands to its spec."""
+    spec = PRESETS.get(spec, spec)
+    names = [t.strip() for t in spec.split(":") if t.strip()]
+    if not names:
+        raise StackConfigError("empty stack spec; try one of: " + ", ".join(PRESETS))
+    for t in names:
+        if t not in REGISTRY:
+            raise StackConfigError(
+                f"unknown layer {t!r} in {spec!r}; known layers: {', '.join(sorted(REGISTRY))}"
+            )
+    if len(set(names)) != len(names):
+        raise StackConfigError(f"a layer appears twice in {spec!r}")
+    if names[0] != "top" or names[-1] != "bottom":
+        raise StackConfigError(f"a stack starts with 'top' and ends with 'bottom': {spec!r}")
+    return names
+
+
+def check(names: list[str]) -> None:
+    """Walk bottom-up: each layer's requires must be provided by the layers below it."""
+    below: set[str] = set()
+    below_names: list[str] = []
+    for name in reversed(names):
+        cls = REGISTRY[name]
+        missing = sorted(cls.requires - below)
+        if missing:
+            prop = missing[0]
+            fixes = sorted(n for n, c in REGISTRY.items() if prop in c.provides)
+            where = f"below {name!r}"
+            raise StackConfigError(
+                f"{name!r} requires {prop!r}, which no layer below it provides "
+                f"(below: {', '.join(reversed(below_names)) or 'nothing'}); "
+                f"add one of: {', '.join(fixes) or '(none)'} {where}"
+            )
+        below |= cls.provides
+        below_names.append(name)
+    for i, name in enumerate(names):
+        above = set().union(*(REGISTRY[n].provides for n in names[:i]))
+        missing = sorted(REGISTRY[name].requires_above - above)
+        if missing:
+            fixes = sorted(n for n, c in REGISTRY.items() if missing[0] in c.provides)
+            raise StackConfigError(
+                f"{name!r} requires {missing[0]!r} above it; add one of: {', '.join(fixes)} "
+                f"above {name!r}"
+            )
+
+
+def compose(spec: str, params: dict[str, dict[str, Any]] | None = None) -> StackSpec:
+    """Validate `spec` (a colon string, top first, or a preset name) and its parameters."""
+    names = parse(spec)
+    check(names)
+    params = dict(params or {})
+    built: list[Any] = []
+    for name in reversed(names):
+        cls = REGISTRY[name]
+        given = params.pop(name, {}) or {}
+        fields = {f.name for f in dataclasses.fields(cls.Params)}
+        unknown = sorted(set(given) - fields)
+        if unknown:
+            raise StackConfigError(
+                f"unknown parameter(s) {', '.join(unknown)} for layer {name!r}; "
+                f"valid: {', '.join(sorted(fields)) or '(none)'}"
+            )
+        try:
+            built.append(cls.Params(**given))
+        except (TypeError, ValueError) as e:
+            raise StackConfigError(f"bad parameters for layer {name!r}: {e}") from None
+    if params:
+        raise StackConfigError(
+            f"parameters given for layer(s) not in the stack: {', '.join(sorted(params))}"
+        )
+    classes = tuple(REGISTRY[n] for n in reversed(names))
+    return StackSpec(PRESETS.get(spec, spec), classes, tuple(built))

@@ -1,0 +1,25 @@
+"""The micro-protocol layers, one per module, registered by stack token (written out by hand)."""
+
+from stack.layers.bottom import Bottom
+from stack.layers.flush import Flush
+from stack.layers.gms import Gms
+from stack.layers.nak import Nak
+from stack.layers.pt2pt import Pt2pt
+from stack.layers.sequencer import Sequencer
+from stack.layers.stable import StableLayer
+from stack.layers.suspect import SuspectLayer
+from stack.layers.top import Top
+
+REGISTRY: dict[str, type] = {
+    "top": Top,
+    "sequencer": Sequencer,
+    "flush": Flush,
+    "gms": Gms,
+    "suspect": SuspectLayer,
+    "stable": StableLayer,
+    "pt2pt": Pt2pt,
+    "nak": Nak,
+    "bottom": Bottom,
+}
+
+__all__ = ["REGISTRY"]

@@ -1,0 +1,118 @@
+"""Stability detection: which casts every member has received.
+
+Why: retransmission buffers can only be freed once nobody can ask for a message again, and a reply
+to a client is only safe once the invocation cannot be lost with any single member (uniformity).
+Each member gossips the per-origin counts it has received; the element-wise minimum over the view is
+stable, the maximum tells nak about tail losses it could not otherwise see.
+
+Gossip is sent shortly after new casts arrive (so stability follows traffic closely) and then
+periodically while anything is unstable (so a lost gossip is repaired). Requires: fifo.
+Provides: stability.
+
+Control header: (GOSSIP, counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from stack.events import Blocked, Control, ControlIn, Deliver, Stable, Timer
+from stack.layer import Layer
+
+GOSSIP = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    #: seconds between new casts arriving and our counts being gossiped (batches gossip)
+    gossip_delay: float = 0.002
+    #: seconds between gossips while some cast is not yet stable
+    gossip_interval: float = 0.05
+
+
+class StableLayer(Layer):
+    name: ClassVar[str] = "stable"
+    provides: ClassVar[frozenset[str]] = frozenset({"stability"})
+    requires: ClassVar[frozenset[str]] = frozenset({"fifo"})
+    Params: ClassVar[type] = Params
+
+    def __init__(self, ctx, view, params: Params) -> None:
+        super().__init__(ctx, view, params)
+        n = view.n
+        self.counts = [0] * n
+        self.matrix = [[0] * n for _ in range(n)]  # row r: counts member r reported
+        self.mins = (0,) * n
+        self.maxs = (0,) * n
+        self.timer_set = False
+        self.dirty = False
+        self.frozen: tuple[int, ...] | None = None
+
+    def down(self, ev: Any) -> None:
+        if type(ev) is Control:
+            ev.hdrs.append(None)
+        elif type(ev) is Blocked:
+            # Once blocked, the flush cut is at most what we delivered so far: casts received from
+            # now on may fall beyond it, so they must never count as stable (a member being
+            # excluded would otherwise report them Safe although the survivors drop them).
+            self.frozen = tuple(self.counts)
+            return
+        self.ctx.down(ev)
+
+    def up(self, ev: Any) -> None:
+        cls = type(ev)
+        if cls is Deliver:
+            self.counts[ev.origin] += 1
+            if not self.dirty:
+                self.dirty = True
+                self._arm(self.params.gossip_delay)
+            self.ctx.up(ev)
+        elif cls is ControlIn:
+            h = ev.hdrs.pop()
+            if h is None:
+                self.ctx.up(ev)
+            elif h[0] == GOSSIP and type(h[1]) is list and len(h[1]) == self.view.n:
+                if all(type(c) is int for c in h[1]):
+                    self.matrix[ev.src] = h[1]
+                    self._recompute()
+                else:
+                    self.ctx.count("stable.bad_header")
+            else:
+                self.ctx.count("stable.bad_header")
+        elif cls is Timer:
+            self.timer_set = False
+            self._gossip()
+        else:
+            self.ctx.up(ev)
+
+    def _gossip(self) -> None:
+        self.dirty = False
+        counts = list(self.counts if self.frozen is None else self.frozen)
+        self.matrix[self.me] = counts
+        self._recompute()
+        self.ctx.down(Control(None, b"", [(GOSSIP, counts)]))
+        if self.mins != tuple(counts) or self.maxs != tuple(counts):
+            self._arm(self.params.gossip_interval)
+
+    def _recompute(self) -> None:
+        self.matrix[self.me] = self.counts if self.frozen is None else list(self.frozen)
+        cols = list(zip(*self.matrix))
+        mins = tuple(min(c) for c in cols)
+        maxs = tuple(max(c) for c in cols)
+        if mins != self.mins or maxs != self.maxs:
+            self.mins, self.maxs = mins, maxs
+            ev = Stable(mins, maxs)
+            self.ctx.up(ev)
+            self.ctx.down(ev)
+
+    def _arm(self, delay: float) -> None:
+        if not self.timer_set:
+            self.timer_set = True
+            self.ctx.set_timer(delay, "gossip")
+
+    def dump(self) -> dict:
+        return {"mins": list(self.mins), "counts": list(self.counts)}
+
+
+def fmt_header(h: Any) -> str:
+    return "-" if h is None else f"GOSSIP{h[1]}"

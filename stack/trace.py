@@ -1,0 +1,104 @@
+"""The trace record shared by the simulator, the real runtime and the checker.
+
+Why a separate module: the checker must verify traces from any driver (the simulator today, real
+processes later) without importing either. A trace is a list of `Rec` in global step order plus a
+little metadata; it is plain data, so it can be written as JSON lines and checked offline.
+
+Record kinds and their `data` tuples (vid = (ltime, coordinator) as a 2-tuple):
+
+- ``install``: (vid, members: tuple[str, ...], primary: bool, prev_vid | None[, ref]). `prev_vid` is
+  the view the member was in when it installed this one; None for a first view and for a (re)join,
+  which starts afresh by state transfer. Optional `ref`: for a primary view, its confirmed members
+  (those that took part in the flush that made it, not joiners), the set a successor needs a
+  majority of.
+- ``send``:    (vid, payload: bytes). Payloads are unique per cast in a trace; they are the message id.
+- ``deliver``: (vid, origin: str, payload: bytes). `origin` is what the stack claims.
+- ``safe``:    (vid, payload). The stack says the message is uniform: every member that moves on
+  from vid to a primary view delivers it in vid.
+- ``crash``, ``leave``, ``pause``, ``resume``: ().
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+INSTALL, SEND, DELIVER, SAFE = "install", "send", "deliver", "safe"
+CRASH, LEAVE, PAUSE, RESUME = "crash", "leave", "pause", "resume"
+
+
+@dataclass(slots=True)
+class Rec:
+    step: int
+    time: float
+    member: str
+    kind: str
+    data: tuple = ()
+
+
+@dataclass(slots=True)
+class Trace:
+    """A whole run: records plus what the liveness checks need to know about its end."""
+
+    records: list[Rec] = field(default_factory=list)
+    seed: int | None = None
+    replay: str = ""
+    total: bool = True
+    #: members alive, unpaused and mutually connected when the run ended (liveness applies to them)
+    live: tuple[str, ...] = ()
+    #: virtual time of the last injected fault; liveness is judged from here
+    quiet_since: float = 0.0
+    end_time: float = 0.0
+    #: True when the run was long enough after quiet_since for liveness to be required
+    liveness: bool = False
+
+    def add(self, time: float, member: str, kind: str, *data: Any) -> None:
+        self.records.append(Rec(len(self.records), time, member, kind, tuple(data)))
+
+    def dumps(self) -> str:
+        """JSON lines: a header line, then one line per record (bytes as latin-1 strings)."""
+
+        def enc(x: Any) -> Any:
+            if isinstance(x, bytes):
+                return {"b": x.decode("latin-1")}
+            if isinstance(x, tuple | list):
+                return [enc(y) for y in x]
+            return x
+
+        head = {
+            "seed": self.seed,
+            "replay": self.replay,
+            "total": self.total,
+            "live": list(self.live),
+            "quiet_since": self.quiet_since,
+            "end_time": self.end_time,
+            "liveness": self.liveness,
+        }
+        lines = [json.dumps(head)]
+        lines += [json.dumps([r.step, r.time, r.member, r.kind, enc(r.data)]) for r in self.records]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def loads(cls, text: str) -> Trace:
+        def dec(x: Any) -> Any:
+            if isinstance(x, dict) and "b" in x:
+                return x["b"].encode("latin-1")
+            if isinstance(x, list):
+                return tuple(dec(y) for y in x)
+            return x
+
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        head = rows[0]
+        t = cls(
+            seed=head["seed"],
+            replay=head["replay"],
+            total=head["total"],
+            live=tuple(head["live"]),
+            quiet_since=head["quiet_since"],
+            end_time=head["end_time"],
+            liveness=head["liveness"],
+        )
+        for step, time, member, kind, data in rows[1:]:
+            t.records.append(Rec(step, time, member, kind, dec(data)))
+        return t
