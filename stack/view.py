@@ -27,6 +27,8 @@ class View:
     prev: ViewId | None = None
     #: 32-bit tag stamped on in-view packets so packets of other views are dropped cheaply
     tag: int = field(default=0, compare=False)
+    #: the flush ballot that installed this view (relays of the view carry it)
+    ballot: tuple | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.tag:

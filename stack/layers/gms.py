@@ -28,6 +28,7 @@ moves on. Requires: fifo, suspicion, lease. Provides: views.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -509,6 +510,7 @@ class Gms(Layer):
         for m in dict.fromkeys([*proposal.members, *leavers]):
             if m != self.ctx.me:
                 self.ctx.down(Oob(m, msg))
+        proposal = dataclasses.replace(proposal, ballot=self.c_ballot)
         self.c_ballot = None
         self._apply_install(proposal, joiners)
 
@@ -527,6 +529,8 @@ class Gms(Layer):
                 self.ctx.count("gms.bad_install")
                 return
             ballot = (int(msg[3][0]), str(msg[3][1])) if len(msg) > 3 and msg[3] else None
+            if ballot is not None:
+                proposal = dataclasses.replace(proposal, ballot=ballot)
             self._on_install(proposal, [str(j) for j in msg[2]], ballot)
         else:
             self.ctx.count("gms.bad_oob")
@@ -553,7 +557,7 @@ class Gms(Layer):
             else:  # installed without our accepting it: we were left behind, start afresh
                 self.ctx.count("gms.left_behind")
                 self._leave_component(w)
-        elif w.prev == v.vid:  # the group moved on without us: leave, or go and rejoin
+        elif w.prev == v.vid and w.primary:  # the group moved on without us: leave or rejoin
             self._apply_install(w, joiners)
         elif w.primary and v.primary and w.prev is not None:
             # a newer primary view exists and we did not take part in making it: we are out
@@ -587,10 +591,11 @@ class Gms(Layer):
         """`src` still sends in our previous view: show it this one (it installs it, or learns
         it was excluded and goes to rejoin)."""
         v = self.view
-        if self.ctx.now - self.relayed.get(src, -1.0) < 0.05:
-            return
+        if not v.primary or self.ctx.now - self.relayed.get(src, -1.0) < 0.05:
+            return  # only a primary view is where the group went
         self.relayed[src] = self.ctx.now
-        self.ctx.down(Oob(src, [OOB_INSTALL, view_to_wire(v), []]))
+        ballot = list(v.ballot) if v.ballot else None
+        self.ctx.down(Oob(src, [OOB_INSTALL, view_to_wire(v), [], ballot]))
 
     # --- joins -----------------------------------------------------------------------------------
 
