@@ -45,6 +45,10 @@ class Layer:
     requires: ClassVar[frozenset[str]] = frozenset()
     #: properties a layer needs from layers *above* it (gms hands the flush to the layer above)
     requires_above: ClassVar[frozenset[str]] = frozenset()
+    #: event classes this layer forwards untouched, up or down: the runtime hands them straight
+    #: to the next layer that cares (the fast path of a data message through the stack)
+    passes_up: ClassVar[frozenset[type]] = frozenset()
+    passes_down: ClassVar[frozenset[type]] = frozenset()
     Params: ClassVar[type] = NoParams
 
     def __init__(self, ctx: Context, view: View, params: Any) -> None:

@@ -5,8 +5,9 @@ feed it packets and timer firings and read back packets and application events, 
 checked in simulation is the code that runs.
 
 Theory of operation:
-- Events go through one explicit deque of (layer index, direction, event); a layer's `ctx.up`
-  appends for the layer above, `ctx.down` for the layer below. No recursion between layers.
+- Events go through one explicit deque of (handler, event); a layer's `ctx.up` appends the `up`
+  method of the next layer above that handles that event class (layers declare what they pass
+  through untouched, so a data message skips them), `ctx.down` likewise. No recursion.
 - A `View` event that leaves the top ends the view: once the deque drains, every layer is rebuilt
   from the new view (the Ensemble approach); timers of the old layers die with them.
 - Packets are demultiplexed here by view tag before the bottom layer sees them: the current view's
@@ -43,14 +44,25 @@ from stack.events import (
 from stack.view import View as ViewRec
 from stack.view import joining_view
 
-UP, DOWN = True, False
 FUTURE_LIMIT = 4096
+
+
+class _Parked:
+    """Stands for a neighbour's handler while the layers of a view are being built."""
+
+    __slots__ = ("ctx", "up")
+
+    def __init__(self, ctx: _Ctx, up: bool) -> None:
+        self.ctx, self.up = ctx, up
+
+    def __call__(self, ev: Any) -> None:
+        raise AssertionError("an event was dispatched before the stack was built")
 
 
 class _Ctx:
     """The context handed to one layer: its index in the stack and shared endpoint facilities."""
 
-    __slots__ = ("_ep", "_q", "i", "me", "rng", "seeds")
+    __slots__ = ("_ep", "_q", "i", "me", "rng", "seeds", "_up", "_down", "_up_to", "_down_to")
 
     def __init__(self, ep: Endpoint, i: int) -> None:
         self._ep = ep
@@ -59,16 +71,22 @@ class _Ctx:
         self.me = ep.addr
         self.rng = ep.rng
         self.seeds = ep.seeds
+        # filled in by the endpoint once every layer exists: the default neighbours' handlers,
+        # and per event class the handler of the next layer that does not pass it through
+        self._up: Callable = None  # type: ignore[assignment]
+        self._down: Callable = None  # type: ignore[assignment]
+        self._up_to: dict[type, Callable] = {}
+        self._down_to: dict[type, Callable] = {}
 
     @property
     def now(self) -> float:
         return self._ep.now
 
     def up(self, ev: Any) -> None:
-        self._q.append((self.i + 1, UP, ev))
+        self._q.append((self._up_to.get(type(ev), self._up), ev))
 
     def down(self, ev: Any) -> None:
-        self._q.append((self.i - 1, DOWN, ev))
+        self._q.append((self._down_to.get(type(ev), self._down), ev))
 
     def set_timer(self, delay: float, token: Any) -> None:
         self._ep._set_timer(self.i, delay, token)
@@ -148,17 +166,17 @@ class Endpoint:
 
     def _route(self, src: str | None, pkt: list) -> None:
         if pkt[0] == wire.OOB:
-            self._q.append((0, UP, Recv(src, pkt)))
+            self._q.append((self._bottom_up, Recv(src, pkt)))
             return
         tag = pkt[1]
         if tag == self.view.tag:
-            self._q.append((0, UP, Recv(src, pkt)))
+            self._q.append((self._bottom_up, Recv(src, pkt)))
         elif self.prev_view is not None and tag == self.prev_view.tag:
             rank = pkt[2]
             members = self.prev_view.members
             who = src or (members[rank] if 0 <= rank < len(members) else None)
             if who is not None and who != self.addr:
-                self._q.append((0, UP, OldView(who)))
+                self._q.append((self._bottom_up, OldView(who)))
         elif len(self._future) < FUTURE_LIMIT:
             self._future.append((src, pkt))
         else:
@@ -174,7 +192,7 @@ class Endpoint:
             _, _, gen, i, token = heapq.heappop(timers)
             if gen != self._gen:
                 continue
-            self._q.append((i, UP, Timer(self.now, token)))
+            self._q.append((self._layers[i].up, Timer(self.now, token)))
             self._run()
 
     def next_deadline(self) -> float | None:
@@ -208,19 +226,19 @@ class Endpoint:
         rank = self.view.rank(dest)
         if rank < 0 or not self.alive:
             raise ValueError(f"{dest} is not a member of the current view {self.view}")
-        self._q.append((len(self._layers) - 1, DOWN, Send(rank, payload, [])))
+        self._q.append((self._top_down, Send(rank, payload, [])))
         self._run()
 
     def leave(self) -> None:
         if self.alive:
-            self._q.append((len(self._layers) - 1, DOWN, Leave()))
+            self._q.append((self._top_down, Leave()))
             self._run()
 
     def suspect(self, addr: str) -> None:
         """An external suspicion, e.g. from a transport that saw the peer's connection close."""
         rank = self.view.rank(addr)
         if rank >= 0 and self.alive:
-            self._q.append((0, UP, Suspect(frozenset([rank]))))
+            self._q.append((self._bottom_up, Suspect(frozenset([rank]))))
             self._run()
 
     def crash(self) -> None:
@@ -241,17 +259,50 @@ class Endpoint:
     def _send_cast(self, payload: bytes) -> None:
         if self.recorder:
             self.recorder("send", self.view, payload)
-        self._q.append((len(self._layers) - 1, DOWN, Cast(payload, [])))
+        self._q.append((self._top_down, Cast(payload, [])))
 
     def _build(self) -> None:
         self._gen += 1
         self._q.clear()
         spec = self.spec
-        self._layers = [
-            cls(_Ctx(self, i), self.view, p)
-            for i, (cls, p) in enumerate(zip(spec.classes, spec.params))
+        classes = spec.classes
+        n = len(classes)
+        ctxs = [_Ctx(self, i) for i in range(n)]
+        for ctx in ctxs:  # layers may emit while being built, before the tables below exist
+            ctx._up, ctx._down = _Parked(ctx, True), _Parked(ctx, False)
+        self._layers = layers = [
+            cls(ctxs[i], self.view, p) for i, (cls, p) in enumerate(zip(classes, spec.params))
         ]
-        self._n = len(self._layers)
+        self._n = n
+        self._bottom_up = layers[0].up
+        self._top_down = layers[-1].down
+        passing = set().union(*(c.passes_up | c.passes_down for c in classes))
+
+        def up_handler(j: int) -> Callable:
+            return layers[j].up if j < n else self._to_app
+
+        def down_handler(j: int) -> Callable:
+            return layers[j].down if j >= 0 else self._to_wire
+
+        for i, ctx in enumerate(ctxs):
+            ctx._up, ctx._down = up_handler(i + 1), down_handler(i - 1)
+            for ev in passing:
+                j = i + 1
+                while j < n and ev in classes[j].passes_up:
+                    j += 1
+                if j != i + 1:
+                    ctx._up_to[ev] = up_handler(j)
+                j = i - 1
+                while j >= 0 and ev in classes[j].passes_down:
+                    j -= 1
+                if j != i - 1:
+                    ctx._down_to[ev] = down_handler(j)
+        q = self._q
+        for handler, ev in [q.popleft() for _ in range(len(q))]:
+            if type(handler) is _Parked:
+                (handler.ctx.up if handler.up else handler.ctx.down)(ev)
+            else:
+                q.append((handler, ev))
 
     def _set_timer(self, i: int, delay: float, token: Any) -> None:
         self._tseq += 1
@@ -259,35 +310,25 @@ class Endpoint:
 
     def _run(self) -> None:
         q = self._q
-        layers = self._layers
-        n = self._n
+        popleft = q.popleft
         while q:
-            i, up, ev = q.popleft()
-            if i >= n:
-                self._to_app(ev)
-            elif i < 0:
-                self._to_wire(ev)
-            else:
-                try:
-                    if up:
-                        layers[i].up(ev)
-                    else:
-                        layers[i].down(ev)
-                except Exception:
-                    # Headers come off the wire: a forged or corrupt one may not have the shape a
-                    # layer expects. The event is dropped and counted; the member carries on.
-                    # `strict` (the simulator, tests) re-raises so that our own bugs surface.
-                    if self.strict:
-                        raise
-                    self.counters[f"{layers[i].name}.bad_input"] += 1
+            handler, ev = popleft()
+            try:
+                handler(ev)
+            except Exception:
+                # Headers come off the wire: a forged or corrupt one may not have the shape a
+                # layer expects. The event is dropped and counted; the member carries on.
+                # `strict` (the simulator, tests) re-raises so that our own bugs surface.
+                if self.strict:
+                    raise
+                who = getattr(getattr(handler, "__self__", None), "name", "endpoint")
+                self.counters[f"{who}.bad_input"] += 1
             if not q:
                 if self._exiting:
                     self.crash()
                     return
                 if self._next_view is not None:
                     self._install()
-                    layers = self._layers
-                    n = self._n
 
     def _to_wire(self, ev: Packet) -> None:
         if ev.dest is None:
@@ -306,7 +347,7 @@ class Endpoint:
         elif cls is Block:
             self.blocked = True
             self._events.append(ev)
-            self._q.append((self._n - 1, DOWN, BlockOk()))
+            self._q.append((self._top_down, BlockOk()))
         elif cls is View:
             self._next_view = ev.view
         elif cls is Exit:

@@ -15,6 +15,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from stack import check as checker
@@ -57,8 +58,12 @@ class Sim:
         net: Net | None = None,
         form: str = "initial",
         replay: str = "",
+        record: bool = True,
     ) -> None:
         self.seed = seed
+        self.record = record  # False: no trace, deliveries only counted (benchmarks)
+        self.stack_time = 0.0  # seconds spent inside endpoints (the stack, not the simulator)
+        self.delivered_count: dict[str, int] = {}
         self.rng = random.Random(seed)
         self.now = 0.0
         self.net = net or Net()
@@ -96,7 +101,7 @@ class Sim:
             initial_view=initial,
             seed=self.rng.randrange(1 << 30),
             now=self.now,
-            recorder=self._recorder(addr),
+            recorder=self._recorder(addr) if self.record else None,
             strict=True,
         )
         self.eps[addr] = ep
@@ -141,7 +146,9 @@ class Sim:
     def cast(self, addr: str, payload: bytes) -> None:
         ep = self.eps.get(addr)
         if ep is not None and ep.alive and addr not in self.paused:
+            t0 = perf_counter()
             ep.cast(payload)
+            self.stack_time += perf_counter() - t0
             self._flush(addr)
 
     def partition(self, *groups: list[str]) -> None:
@@ -187,7 +194,9 @@ class Sim:
                 return False
             self.now = max(self.now, timer[0])
             addr = timer[1]
+            t0 = perf_counter()
             self.eps[addr].fire_timers(self.now)
+            self.stack_time += perf_counter() - t0
             self._flush(addr)
             return True
         if qt is None or qt > limit:
@@ -204,7 +213,9 @@ class Sim:
             if dst in self.paused:
                 self.paused[dst].append((src, data))
             else:
+                t0 = perf_counter()
                 ep.receive(src, data, self.now)
+                self.stack_time += perf_counter() - t0
                 self._flush(dst)
         return True
 
@@ -238,7 +249,11 @@ class Sim:
                 if net.reorder and rng.random() < net.reorder:
                     t += rng.uniform(0, net.reorder_delay)
                 self._push(t, ("pkt", addr, dst, data))
-        ep.take_events()
+        events = ep.take_events()
+        if not self.record:
+            self.delivered_count[addr] = self.delivered_count.get(addr, 0) + sum(
+                1 for e in events if type(e) is Deliver
+            )
 
     def _recorder(self, addr: str) -> Callable[..., None]:
         trace = self.trace

@@ -23,12 +23,17 @@ from typing import Any, ClassVar
 from stack.events import (
     Block,
     BlockOk,
+    Cast,
     Deliver,
+    DeliverSend,
     Fetch,
     FlushCut,
     FlushDone,
     FlushReport,
     FlushStart,
+    Lease,
+    Send,
+    Stable,
 )
 from stack.layer import Layer
 
@@ -37,6 +42,8 @@ class Flush(Layer):
     name: ClassVar[str] = "flush"
     provides: ClassVar[frozenset[str]] = frozenset({"flush"})
     requires: ClassVar[frozenset[str]] = frozenset({"fifo", "views"})
+    passes_up: ClassVar[frozenset[type]] = frozenset({DeliverSend, Stable, Lease})
+    passes_down: ClassVar[frozenset[type]] = frozenset({Cast, Send})
 
     def __init__(self, ctx, view, params) -> None:
         super().__init__(ctx, view, params)

@@ -34,17 +34,23 @@ from typing import Any, ClassVar
 
 from stack.events import (
     Blocked,
+    Cast,
     Control,
     ControlIn,
+    Deliver,
+    DeliverSend,
     Exit,
     FlushCut,
     FlushDone,
     FlushReport,
     FlushStart,
     Granted,
+    Lease,
     Leave,
     OldView,
     Oob,
+    Send,
+    Stable,
     Suspect,
     Timer,
     Verify,
@@ -111,6 +117,8 @@ class Gms(Layer):
     requires: ClassVar[frozenset[str]] = frozenset({"fifo", "suspicion", "lease"})
     requires_above: ClassVar[frozenset[str]] = frozenset({"flush"})
     Params: ClassVar[type] = Params
+    passes_up: ClassVar[frozenset[type]] = frozenset({Deliver, DeliverSend, Stable, Lease})
+    passes_down: ClassVar[frozenset[type]] = frozenset({Cast, Send})
 
     def __init__(self, ctx, view: ViewRec, params: Params) -> None:
         super().__init__(ctx, view, params)

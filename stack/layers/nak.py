@@ -17,7 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from stack.events import Cast, Control, ControlIn, Deliver, Fetch, Stable, Timer
+from stack.events import (
+    Cast,
+    Control,
+    ControlIn,
+    Deliver,
+    DeliverSend,
+    Fetch,
+    Lease,
+    Send,
+    Stable,
+    Timer,
+)
 from stack.layer import Layer
 
 DATA, NAK, RETRANS = 0, 1, 2
@@ -36,6 +47,8 @@ class Nak(Layer):
     provides: ClassVar[frozenset[str]] = frozenset({"fifo"})
     requires: ClassVar[frozenset[str]] = frozenset({"net"})
     Params: ClassVar[type] = Params
+    passes_up: ClassVar[frozenset[type]] = frozenset({DeliverSend, Lease})
+    passes_down: ClassVar[frozenset[type]] = frozenset({Send})
 
     def __init__(self, ctx, view, params: Params) -> None:
         super().__init__(ctx, view, params)
@@ -79,7 +92,7 @@ class Nak(Layer):
             if h is None or h[0] != DATA:
                 self.ctx.count("nak.bad_header")
                 return
-            self._receive(ev.origin, h[1], ev.payload, ev.hdrs)
+            self._receive(ev.origin, h[1], ev.payload, ev.hdrs, ev)
         elif cls is ControlIn:
             h = ev.hdrs.pop()
             if h is None:
@@ -96,7 +109,9 @@ class Nak(Layer):
         else:
             self.ctx.up(ev)
 
-    def _receive(self, origin: int, seq: int, payload: bytes, hdrs: list) -> None:
+    def _receive(
+        self, origin: int, seq: int, payload: bytes, hdrs: list, ev: Deliver | None = None
+    ) -> None:
         if not (0 <= origin < len(self.next)) or type(seq) is not int or origin == self.me:
             self.ctx.count("nak.bad_header")
             return
@@ -104,7 +119,7 @@ class Nak(Layer):
         if seq == nxt:
             self.held[origin][seq] = (payload, tuple(hdrs))
             self.next[origin] = seq + 1
-            self.ctx.up(Deliver(origin, payload, hdrs))
+            self.ctx.up(ev if ev is not None else Deliver(origin, payload, hdrs))
             ahead = self.ahead[origin]
             if ahead:
                 self._drain(origin, ahead)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from stack.events import Control, ControlIn, DeliverSend, Send, Timer
+from stack.events import Cast, Control, ControlIn, Deliver, DeliverSend, Lease, Send, Stable, Timer  # noqa: F811
 from stack.layer import Layer
 
 DATA, ACK = 0, 1
@@ -30,6 +30,8 @@ class Pt2pt(Layer):
     provides: ClassVar[frozenset[str]] = frozenset({"pt2pt"})
     requires: ClassVar[frozenset[str]] = frozenset({"net"})
     Params: ClassVar[type] = Params
+    passes_up: ClassVar[frozenset[type]] = frozenset({Deliver, Lease})
+    passes_down: ClassVar[frozenset[type]] = frozenset({Cast, Stable})
 
     def __init__(self, ctx, view, params: Params) -> None:
         super().__init__(ctx, view, params)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, ClassVar
 
-from stack.events import Cast, Deliver, Stable, Timer, View
+from stack.events import Cast, Deliver, DeliverSend, Lease, Send, Stable, Timer, View  # noqa: F811
 from stack.events import Safe as SafeEv
 from stack.layer import Layer
 
@@ -33,6 +33,8 @@ class Sequencer(Layer):
     name: ClassVar[str] = "sequencer"
     provides: ClassVar[frozenset[str]] = frozenset({"total", "uniform"})
     requires: ClassVar[frozenset[str]] = frozenset({"fifo", "views", "flush", "stability"})
+    passes_up: ClassVar[frozenset[type]] = frozenset({DeliverSend, Lease})
+    passes_down: ClassVar[frozenset[type]] = frozenset({Send})
 
     def __init__(self, ctx, view, params) -> None:
         super().__init__(ctx, view, params)
@@ -122,7 +124,7 @@ class Sequencer(Layer):
     def _deliver(self, ev: Deliver, origin: int, idx: int, order_idx: int) -> None:
         self.delivered += 1
         self.unsafe.append((origin, idx, order_idx))
-        self.ctx.up(Deliver(origin, ev.payload, ev.hdrs))
+        self.ctx.up(ev)
 
     def _advance_safe(self) -> None:
         mins, unsafe = self.mins, self.unsafe

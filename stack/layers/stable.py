@@ -17,7 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from stack.events import Blocked, Control, ControlIn, Deliver, Stable, Timer
+from stack.events import (
+    Blocked,
+    Cast,
+    Control,
+    ControlIn,
+    Deliver,
+    DeliverSend,
+    Lease,
+    Send,
+    Stable,
+    Timer,
+)
 from stack.layer import Layer
 
 GOSSIP = 0
@@ -36,6 +47,8 @@ class StableLayer(Layer):
     provides: ClassVar[frozenset[str]] = frozenset({"stability"})
     requires: ClassVar[frozenset[str]] = frozenset({"fifo"})
     Params: ClassVar[type] = Params
+    passes_up: ClassVar[frozenset[type]] = frozenset({DeliverSend, Lease})
+    passes_down: ClassVar[frozenset[type]] = frozenset({Cast, Send})
 
     def __init__(self, ctx, view, params: Params) -> None:
         super().__init__(ctx, view, params)

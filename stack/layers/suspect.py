@@ -21,7 +21,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from stack.events import Blocked, Control, ControlIn, Granted, Lease, Suspect, Timer, Verify
+from stack.events import (
+    Blocked,
+    Cast,
+    Control,
+    ControlIn,
+    Deliver,
+    DeliverSend,
+    Granted,
+    Lease,
+    Send,
+    Stable,
+    Suspect,
+    Timer,
+    Verify,
+)
 from stack.layer import Layer
 
 PING, PONG = 0, 1
@@ -52,6 +66,8 @@ class SuspectLayer(Layer):
     provides: ClassVar[frozenset[str]] = frozenset({"suspicion", "lease"})
     requires: ClassVar[frozenset[str]] = frozenset({"net"})
     Params: ClassVar[type] = Params
+    passes_up: ClassVar[frozenset[type]] = frozenset({Deliver, DeliverSend, Stable})
+    passes_down: ClassVar[frozenset[type]] = frozenset({Cast, Send})
 
     def __init__(self, ctx, view, params: Params) -> None:
         super().__init__(ctx, view, params)
