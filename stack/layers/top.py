@@ -34,11 +34,11 @@ class Top(Layer):
             if not self.primary:
                 self.ctx.count("top.nonprimary_drop")
                 return
-            out = cls(self.members[ev.origin], ev.payload, ev.hdrs)
+            ev.origin = self.members[ev.origin]  # the application speaks addresses
             if self.held or self.ctx.now >= self.lease_until:
-                self.held.append(out)
+                self.held.append(ev)
             else:
-                self.ctx.up(out)
+                self.ctx.up(ev)
         elif cls is Safe:
             if self.held:
                 self.held.append(ev)
