@@ -553,6 +553,7 @@ class Gms(Layer):
             and ballot is not None
             and self.done is not None
             and tuple(self.done[0]) > ballot
+            and tuple(self.done[1][:2]) != w.vid  # a later ballot may re-propose the same view
         ):
             # we accepted a later coordinator's proposal, with the same cut: that one is ours
             self.ctx.count("gms.install_superseded")
