@@ -57,11 +57,26 @@ from stack.events import (
     View,
 )
 from stack.layer import Layer
+from stack.layers.gms_coord import CoordinatorRole
+from stack.layers.gms_wire import (
+    CUT,
+    DONE,
+    FWD_JOIN,
+    LEAVE,
+    NACK,
+    OOB_INSTALL,
+    OOB_JOIN,
+    OOB_PROBE,
+    REPORT,
+    START,
+    SUSPECT,
+    every,
+    fmt_header,
+    view_from_wire,
+    view_to_wire,
+)
 from stack.view import View as ViewRec
 from stack.view import majority_of
-
-START, REPORT, CUT, DONE, SUSPECT, LEAVE, FWD_JOIN, NACK = range(8)
-OOB_JOIN, OOB_INSTALL, OOB_PROBE = "join", "install", "probe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,43 +87,6 @@ class Params:
     flush_timeout: float = 1.0
     #: seconds between join requests while outside the primary component
     join_interval: float = 0.2
-
-
-def view_to_wire(v: ViewRec) -> list:
-    return [
-        v.vid[0],
-        v.vid[1],
-        list(v.members),
-        v.primary,
-        list(v.last_primary),
-        list(v.last_primary_vid),
-        list(v.prev) if v.prev else None,
-    ]
-
-
-def view_from_wire(w: Any) -> ViewRec | None:
-    try:
-        lt, coord, members, primary, lp, lpv, prev = w
-        members = tuple(members)
-        if not (
-            type(lt) is int
-            and type(coord) is str
-            and members
-            and all(type(m) is str for m in members)
-            and len(set(members)) == len(members)
-            and type(primary) is bool
-        ):
-            return None
-        return ViewRec(
-            (lt, coord),
-            members,
-            primary,
-            tuple(str(m) for m in lp),
-            (int(lpv[0]), str(lpv[1])),
-            (int(prev[0]), str(prev[1])) if prev else None,
-        )
-    except (TypeError, ValueError, IndexError, KeyError, AttributeError):
-        return None
 
 
 class Gms(Layer):
@@ -139,15 +117,7 @@ class Gms(Layer):
         self.granted: tuple = (0.0,) * view.n
         self.proposal: tuple | None = None  # (ballot, view wire, cut) from the latest CUT
         self.done: tuple | None = None  # (ballot, view wire, cut) accepted = delivered the cut
-        # coordinator side
-        self.c_ballot: tuple | None = None
-        self.c_started = 0.0
-        self.c_excluded: set[int] = set()
-        self.c_reports: dict[int, tuple] = {}
-        self.c_cut: tuple | None = None
-        self.c_done: set[int] = set()
-        self.c_install_at: float | None = None
-        self.c_waiting = False
+        self.coord = CoordinatorRole(self)
         self.relayed: dict[str, float] = {}
         ctx.set_timer(params.retry_interval, "tick")
         if not view.primary:
@@ -232,13 +202,13 @@ class Gms(Layer):
         if kind == START:
             self._on_start(src, (h[1], h[2]), set(h[3]))
         elif kind == REPORT:
-            self._on_report(src, (h[1], h[2]), h[3], h[4], h[5], h[6])
+            self.coord.on_report(src, (h[1], h[2]), h[3], h[4], h[5], h[6])
         elif kind == CUT:
             self._on_cut(src, (h[1], h[2]), tuple(h[3]), h[4])
         elif kind == DONE:
-            if self.c_ballot == (h[1], h[2]) and self.c_cut is not None:
-                self.c_done.add(src)
-                self._maybe_install()
+            if self.coord.ballot == (h[1], h[2]) and self.coord.cut is not None:
+                self.coord.dones.add(src)
+                self.coord.maybe_install()
         elif kind == SUSPECT:
             if src in self.suspected:  # its view of the group is the far side of a partition
                 return
@@ -253,8 +223,10 @@ class Gms(Layer):
         elif kind == NACK:
             ballot = (int(h[1]), str(h[2]))
             self.top_ballot = max(self.top_ballot, ballot)
-            if self._coordinator() == self.me and (self.c_ballot is None or self.c_ballot < ballot):
-                self.c_ballot = None
+            if self._coordinator() == self.me and (
+                self.coord.ballot is None or self.coord.ballot < ballot
+            ):
+                self.coord.ballot = None
                 self._maybe_start(force=True)  # members are blocked: a new view must free them
         else:
             self.ctx.count("gms.bad_header")
@@ -267,14 +239,16 @@ class Gms(Layer):
 
     def _on_suspicion(self) -> None:
         self.ctx.trace(f"gms suspects {sorted(self.view.members[r] for r in self.suspected)}")
-        collecting = self.c_ballot is not None and (self.c_cut is None or self.c_waiting)
+        collecting = self.coord.collecting
         if self._coordinator() == self.me:
-            if collecting and self.suspected != self.c_excluded:
-                self.c_ballot = None  # restart: exclude the new suspects, take back the forgiven
+            if collecting and self.suspected != self.coord.excluded:
+                self.coord.ballot = (
+                    None  # restart: exclude the new suspects, take back the forgiven
+                )
             self._maybe_start()
         else:
             if collecting:  # a lower-ranked member is back and coordinates; a proposal already
-                self.c_ballot = None  # cut is finished (finishing a proposal is always safe)
+                self.coord.ballot = None  # cut is finished (finishing a proposal is always safe)
             if self.local:
                 self._to(self._coordinator(), (SUSPECT, sorted(self.local)))
 
@@ -342,6 +316,16 @@ class Gms(Layer):
 
     # --- coordinator side ------------------------------------------------------------------------
 
+    def _maybe_start(self, force: bool = False) -> None:
+        if self._coordinator() != self.me or self.coord.ballot is not None:
+            return
+        if not (force or self._wants_change() or self.accepted is not None):
+            return  # (members blocked in some ballot must always be released by a new view)
+        self.coord.start()
+
+    def _participants(self) -> list[int]:
+        return self.coord.participants()
+
     def _wants_change(self) -> bool:
         v = self.view
         if self.suspected or self.leaving or self.joiners:
@@ -351,176 +335,6 @@ class Gms(Layer):
             # so (a dead one is timed out), and then the group can afford to lose old members
             return not set(v.members) <= set(v.last_primary)
         return majority_of(v.members, v.last_primary)
-
-    def _maybe_start(self, force: bool = False) -> None:
-        if self._coordinator() != self.me or self.c_ballot is not None:
-            return
-        if not (force or self._wants_change() or self.accepted is not None):
-            return  # (members blocked in some ballot must always be released by a new view)
-        self.c_ballot = (self.top_ballot[0] + 1, self.ctx.me)
-        self.top_ballot = self.c_ballot
-        self.c_started = self.ctx.now
-        self.c_excluded = set(self.suspected)
-        self.c_reports = {}
-        self.c_cut = None
-        self.c_done = set()
-        self.c_install_at = None
-        self.c_waiting = False
-        self.ctx.trace(f"gms starts flush {self.c_ballot} excluding {sorted(self.c_excluded)}")
-        for r in self._participants():
-            self._to(r, (START, *self.c_ballot, sorted(self.c_excluded)))
-
-    def _participants(self) -> list[int]:
-        return [r for r in range(self.view.n) if r not in self.c_excluded]
-
-    def _on_report(
-        self, src: int, ballot: tuple, counts: list, granted: list, done: Any, seen: int
-    ) -> None:
-        if ballot != self.c_ballot or self.c_cut is not None:
-            return
-        if len(counts) != self.view.n or len(granted) != self.view.n or type(seen) is not int:
-            self.ctx.count("gms.bad_report")
-            return
-        self.seen_ltime = max(self.seen_ltime, seen)
-        self.c_reports[src] = (tuple(counts), tuple(granted), done, self.ctx.now)
-        if all(r in self.c_reports for r in self._participants()):
-            self._propose()
-
-    def _propose(self) -> None:
-        v = self.view
-        reports = self.c_reports
-        maybe = self._installable_proposal()
-        here = set(self._participants())
-        if maybe is not None and all(v.rank(m) in here for m in maybe[1][2] if v.rank(m) >= 0):
-            # it may have been installed: finish it, with every one of its members confirming
-            proposal, cut = maybe[1], tuple(maybe[2])
-        elif maybe is not None:
-            # It may have been installed by members we cannot reach. Keep what matters, its cut,
-            # so everyone leaving this view delivers the same messages in it; move on without the
-            # unreachable. Its lonely installers hold no majority of acceptors, hence no lease:
-            # that view stays inert, and they rejoin when they hear of this one.
-            cut = tuple(maybe[2])
-            fresh = self._successor(maybe[1], here)
-            if not fresh.primary:
-                self.c_waiting = True
-                self.ctx.trace("gms waits: no majority for a primary view")
-                return
-            proposal = view_to_wire(fresh)
-        else:
-            cut = tuple(max(col) for col in zip(*(r[0] for r in reports.values())))
-            fresh = self._next_view()
-            if v.primary and not fresh.primary:
-                # Without a majority, installing a non-primary view would strand this component
-                # (components do not merge yet). Keep the flush open instead: members stay blocked,
-                # deliver nothing, and the ballot restarts when a suspect is heard from again.
-                self.c_waiting = True
-                self.ctx.trace("gms waits: no majority for a primary view")
-                return
-            proposal = view_to_wire(fresh)
-        self.c_cut = cut
-        self.c_proposal = proposal
-        for r in self._participants():
-            self._to(r, (CUT, *self.c_ballot, list(cut), proposal))
-
-    def _installable_proposal(self) -> list | None:
-        """The highest-ballot accepted proposal that some coordinator may have installed.
-
-        A proposal is installed only after every one of its members accepted it (DONE), and a
-        member's accepted proposal changes only when a later coordinator proves the old one was
-        never installed. So a proposal that some reporter who is one of its members did not
-        accept was certainly never installed, and may be dropped.
-        """
-        reports = self.c_reports
-        members = self.view.members
-        accepted = sorted(
-            (r[2] for r in reports.values() if r[2]), key=lambda d: tuple(d[0]), reverse=True
-        )
-        for d in accepted:
-            vid, in_it = (d[1][0], d[1][1]), set(d[1][2])
-            if all(
-                r[2] and (r[2][1][0], r[2][1][1]) == vid
-                for rank, r in reports.items()
-                if members[rank] in in_it
-            ):
-                return d
-        return None
-
-    def _successor(self, accepted: list, here: set[int]) -> ViewRec:
-        """The accepted proposal without its members that are not taking part in this flush."""
-        v = self.view
-        p = view_from_wire(accepted)
-        keep = tuple(m for m in p.members if v.rank(m) in here)
-        vid = (self.seen_ltime + 1, self.ctx.me)
-        primary = (
-            bool(keep)
-            and p.primary
-            and majority_of(keep, v.last_primary)
-            and majority_of(keep, p.last_primary)
-        )
-        if primary:
-            return ViewRec(vid, keep, True, keep, vid, v.vid)
-        return ViewRec(
-            vid, keep or (self.ctx.me,), False, v.last_primary, v.last_primary_vid, v.vid
-        )
-
-    def _next_view(self, also: tuple[str, ...] = ()) -> ViewRec:
-        v = self.view
-        gone = self.c_excluded | self.leaving
-        members = [m for r, m in enumerate(v.members) if r not in gone]
-        ref_vid, ref = v.last_primary_vid, v.last_primary
-        ltime = self.seen_ltime  # above every proposal any participant saw: vids stay unique
-        for addr in sorted(self.joiners):
-            j = self.joiners[addr]
-            if addr not in members:
-                members.append(addr)
-            ltime = max(ltime, int(j[2]))
-            jvid = (int(j[3][0]), str(j[3][1]))
-            if jvid > ref_vid:
-                ref_vid, ref = jvid, tuple(j[4])
-        members_t = tuple(members)
-        vid = (ltime + 1, self.ctx.me)  # the proposer: two proposals never share a vid
-        # Only members that take part in this flush vote (the acceptors): a joiner that dies
-        # before installing must not count, or a few failed joins would block the group forever.
-        confirmed = tuple(m for m in members_t if 0 <= v.rank(m) and v.rank(m) not in gone)
-        primary = bool(confirmed) and majority_of(confirmed, ref) and majority_of(confirmed, also)
-        if primary:
-            ref, ref_vid = confirmed, vid
-        return ViewRec(vid, members_t or (self.ctx.me,), primary, ref, ref_vid, v.vid)
-
-    def _confirming(self) -> list[int]:
-        """Participants that must confirm the cut: those in the proposal (others are leaving,
-        and their leases are waited out instead)."""
-        members = set(self.c_proposal[2])
-        return [r for r in self._participants() if self.view.members[r] in members]
-
-    def _maybe_install(self) -> None:
-        if not all(r in self.c_done for r in self._confirming()):
-            return
-        proposal = view_from_wire(self.c_proposal)
-        now = self.ctx.now
-        wait = 0.0
-        # members that did not confirm this ballot may still be delivering in the old view:
-        # wait until the leases granted to them have run out
-        for _, granted, _, at in self.c_reports.values():
-            for q, left in enumerate(granted):
-                if q not in self.c_done:
-                    wait = max(wait, left - (now - at))
-        if wait > 0:
-            self.c_install_at = now + wait
-            return
-        self._install(proposal)
-
-    def _install(self, proposal: ViewRec) -> None:
-        v = self.view
-        joiners = [m for m in proposal.members if v.rank(m) < 0 or v.rank(m) in self.c_excluded]
-        msg = [OOB_INSTALL, self.c_proposal, joiners, list(self.c_ballot)]
-        leavers = [self.view.members[r] for r in self.leaving]
-        for m in dict.fromkeys([*proposal.members, *leavers]):
-            if m != self.ctx.me:
-                self.ctx.down(Oob(m, msg))
-        proposal = dataclasses.replace(proposal, ballot=self.c_ballot)
-        self.c_ballot = None
-        self._apply_install(proposal, joiners)
 
     # --- installation ----------------------------------------------------------------------------
 
@@ -673,44 +487,13 @@ class Gms(Layer):
     # --- time ------------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        if self.c_ballot is not None:
-            self._coordinator_tick()
+        if self.coord.ballot is not None:
+            self.coord.tick()
         else:
             self._maybe_start()
         if self._coordinator() != self.me:
             self._member_tick()
         self._outsider_tick()
-
-    def _coordinator_tick(self) -> None:
-        """Drive our flush: install when leases ran out, resend, exclude the silent."""
-        now, p = self.ctx.now, self.params
-        if self.c_install_at is not None:
-            if now >= self.c_install_at:
-                self._install(view_from_wire(self.c_proposal))
-            return
-        if self.c_waiting:  # keep the blocked members' patience up while we wait
-            if _every(now, p.flush_timeout / 4, p.retry_interval):
-                for r in self._participants():
-                    if r != self.me:
-                        self._to(r, (START, *self.c_ballot, sorted(self.c_excluded)))
-            return
-        if self.c_cut is None:
-            silent = [r for r in self._participants() if r not in self.c_reports]
-        else:
-            silent = [r for r in self._confirming() if r not in self.c_done]
-        if now - self.c_started > p.flush_timeout and silent:
-            self.ctx.trace(f"gms flush timeout, excluding {silent}")
-            self.timed_out |= set(silent) - {self.me}
-            self.c_ballot = None
-            self._resuspect()
-            return
-        for r in silent:
-            if r == self.me:
-                continue
-            if self.c_cut is None:
-                self._to(r, (START, *self.c_ballot, sorted(self.c_excluded)))
-            else:
-                self._to(r, (CUT, *self.c_ballot, list(self.c_cut), self.c_proposal))
 
     def _member_tick(self) -> None:
         """Keep our coordinator informed; give up on one that went quiet mid-flush."""
@@ -734,7 +517,7 @@ class Gms(Layer):
         """Outside the primary component, ask to be let back in; blocked for long, ask where
         the group went (it may have moved on while we were paused)."""
         now, p = self.ctx.now, self.params
-        if not _every(now, p.join_interval, p.retry_interval):
+        if not every(now, p.join_interval, p.retry_interval):
             return
         if not self.view.primary:
             self._send_joins()
@@ -748,15 +531,8 @@ class Gms(Layer):
         return {
             "suspected": sorted(self.suspected),
             "accepted": self.accepted,
-            "coordinating": self.c_ballot,
+            "coordinating": self.coord.ballot,
         }
 
 
-def _every(now: float, period: float, tick: float) -> bool:
-    """True on the first tick of each `period` (ticks come every `tick` seconds)."""
-    return int(now / period) != int((now - tick) / period)
-
-
-def fmt_header(h: Any) -> str:
-    names = ["START", "REPORT", "CUT", "DONE", "SUSPECT", "LEAVE", "FWD_JOIN", "NACK"]
-    return "-" if h is None else f"{names[h[0]] if 0 <= h[0] < 8 else '?'}{tuple(h[1:])}"
+__all__ = ["Gms", "Params", "fmt_header", "view_from_wire", "view_to_wire"]

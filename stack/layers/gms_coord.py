@@ -1,0 +1,239 @@
+"""The coordinator role of gms: run a flush ballot, choose the next view, install it.
+
+Why a separate role class: this is the half of the membership protocol only the coordinator (the
+lowest-ranked member not suspected) runs, as JGroups splits `CoordGmsImpl` from the member side.
+It keeps the state of the ballot in progress and reaches the layer's shared state through `g`.
+See `stack.layers.gms` for the theory of operation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from stack.events import Oob
+from stack.layers.gms_wire import CUT, OOB_INSTALL, START, every, view_from_wire, view_to_wire
+from stack.view import View as ViewRec
+from stack.view import majority_of
+
+if TYPE_CHECKING:
+    from stack.layers.gms import Gms
+
+
+class CoordinatorRole:
+    """One flush ballot at a time; `ballot` is None when idle."""
+
+    def __init__(self, g: Gms) -> None:
+        self.g = g
+        self.ballot: tuple | None = None
+        self.started = 0.0
+        self.excluded: set[int] = set()
+        self.reports: dict[int, tuple] = {}  # rank -> (counts, granted, accepted, received at)
+        self.cut: tuple | None = None
+        self.proposal: list | None = None  # wire form of the proposed view
+        self.dones: set[int] = set()
+        self.install_at: float | None = None
+        self.waiting = False
+
+    @property
+    def collecting(self) -> bool:
+        """Still gathering reports (or waiting for a majority): safe to restart."""
+        return self.ballot is not None and (self.cut is None or self.waiting)
+
+    def start(self) -> None:
+        g = self.g
+        self.ballot = (g.top_ballot[0] + 1, g.ctx.me)
+        g.top_ballot = self.ballot
+        self.started = g.ctx.now
+        self.excluded = set(g.suspected)
+        self.reports = {}
+        self.cut = None
+        self.dones = set()
+        self.install_at = None
+        self.waiting = False
+        g.ctx.trace(f"gms starts flush {self.ballot} excluding {sorted(self.excluded)}")
+        for r in self.participants():
+            g._to(r, (START, *self.ballot, sorted(self.excluded)))
+
+    def participants(self) -> list[int]:
+        return [r for r in range(self.g.view.n) if r not in self.excluded]
+
+    def on_report(
+        self, src: int, ballot: tuple, counts: list, granted: list, done: Any, seen: int
+    ) -> None:
+        if ballot != self.ballot or self.cut is not None:
+            return
+        if len(counts) != self.g.view.n or len(granted) != self.g.view.n or type(seen) is not int:
+            self.g.ctx.count("gms.bad_report")
+            return
+        self.g.seen_ltime = max(self.g.seen_ltime, seen)
+        self.reports[src] = (tuple(counts), tuple(granted), done, self.g.ctx.now)
+        if all(r in self.reports for r in self.participants()):
+            self.propose()
+
+    def propose(self) -> None:
+        v = self.g.view
+        reports = self.reports
+        maybe = self.installable_proposal()
+        here = set(self.participants())
+        if maybe is not None and all(v.rank(m) in here for m in maybe[1][2] if v.rank(m) >= 0):
+            # it may have been installed: finish it, with every one of its members confirming
+            proposal, cut = maybe[1], tuple(maybe[2])
+        elif maybe is not None:
+            # It may have been installed by members we cannot reach. Keep what matters, its cut,
+            # so everyone leaving this view delivers the same messages in it; move on without the
+            # unreachable. Its lonely installers hold no majority of acceptors, hence no lease:
+            # that view stays inert, and they rejoin when they hear of this one.
+            cut = tuple(maybe[2])
+            fresh = self.successor(maybe[1], here)
+            if not fresh.primary:
+                self.waiting = True
+                self.g.ctx.trace("gms waits: no majority for a primary view")
+                return
+            proposal = view_to_wire(fresh)
+        else:
+            cut = tuple(max(col) for col in zip(*(r[0] for r in reports.values())))
+            fresh = self.next_view()
+            if v.primary and not fresh.primary:
+                # Without a majority, installing a non-primary view would strand this component
+                # (components do not merge yet). Keep the flush open instead: members stay blocked,
+                # deliver nothing, and the ballot restarts when a suspect is heard from again.
+                self.waiting = True
+                self.g.ctx.trace("gms waits: no majority for a primary view")
+                return
+            proposal = view_to_wire(fresh)
+        self.cut = cut
+        self.proposal = proposal
+        for r in self.participants():
+            self.g._to(r, (CUT, *self.ballot, list(cut), proposal))
+
+    def installable_proposal(self) -> list | None:
+        """The highest-ballot accepted proposal that some coordinator may have installed.
+
+        A proposal is installed only after every one of its members accepted it (DONE), and a
+        member's accepted proposal changes only when a later coordinator proves the old one was
+        never installed. So a proposal that some reporter who is one of its members did not
+        accept was certainly never installed, and may be dropped.
+        """
+        reports = self.reports
+        members = self.g.view.members
+        accepted = sorted(
+            (r[2] for r in reports.values() if r[2]), key=lambda d: tuple(d[0]), reverse=True
+        )
+        for d in accepted:
+            vid, in_it = (d[1][0], d[1][1]), set(d[1][2])
+            if all(
+                r[2] and (r[2][1][0], r[2][1][1]) == vid
+                for rank, r in reports.items()
+                if members[rank] in in_it
+            ):
+                return d
+        return None
+
+    def successor(self, accepted: list, here: set[int]) -> ViewRec:
+        """The accepted proposal without its members that are not taking part in this flush."""
+        v = self.g.view
+        p = view_from_wire(accepted)
+        keep = tuple(m for m in p.members if v.rank(m) in here)
+        vid = (self.g.seen_ltime + 1, self.g.ctx.me)
+        primary = (
+            bool(keep)
+            and p.primary
+            and majority_of(keep, v.last_primary)
+            and majority_of(keep, p.last_primary)
+        )
+        if primary:
+            return ViewRec(vid, keep, True, keep, vid, v.vid)
+        return ViewRec(
+            vid, keep or (self.g.ctx.me,), False, v.last_primary, v.last_primary_vid, v.vid
+        )
+
+    def next_view(self, also: tuple[str, ...] = ()) -> ViewRec:
+        v = self.g.view
+        gone = self.excluded | self.g.leaving
+        members = [m for r, m in enumerate(v.members) if r not in gone]
+        ref_vid, ref = v.last_primary_vid, v.last_primary
+        ltime = self.g.seen_ltime  # above every proposal any participant saw: vids stay unique
+        for addr in sorted(self.g.joiners):
+            j = self.g.joiners[addr]
+            if addr not in members:
+                members.append(addr)
+            ltime = max(ltime, int(j[2]))
+            jvid = (int(j[3][0]), str(j[3][1]))
+            if jvid > ref_vid:
+                ref_vid, ref = jvid, tuple(j[4])
+        members_t = tuple(members)
+        vid = (ltime + 1, self.g.ctx.me)  # the proposer: two proposals never share a vid
+        # Only members that take part in this flush vote (the acceptors): a joiner that dies
+        # before installing must not count, or a few failed joins would block the group forever.
+        confirmed = tuple(m for m in members_t if 0 <= v.rank(m) and v.rank(m) not in gone)
+        primary = bool(confirmed) and majority_of(confirmed, ref) and majority_of(confirmed, also)
+        if primary:
+            ref, ref_vid = confirmed, vid
+        return ViewRec(vid, members_t or (self.g.ctx.me,), primary, ref, ref_vid, v.vid)
+
+    def confirming(self) -> list[int]:
+        """Participants that must confirm the cut: those in the proposal (others are leaving,
+        and their leases are waited out instead)."""
+        members = set(self.proposal[2])
+        return [r for r in self.participants() if self.g.view.members[r] in members]
+
+    def maybe_install(self) -> None:
+        if not all(r in self.dones for r in self.confirming()):
+            return
+        proposal = view_from_wire(self.proposal)
+        now = self.g.ctx.now
+        wait = 0.0
+        # members that did not confirm this ballot may still be delivering in the old view:
+        # wait until the leases granted to them have run out
+        for _, granted, _, at in self.reports.values():
+            for q, left in enumerate(granted):
+                if q not in self.dones:
+                    wait = max(wait, left - (now - at))
+        if wait > 0:
+            self.install_at = now + wait
+            return
+        self.install(proposal)
+
+    def install(self, proposal: ViewRec) -> None:
+        v = self.g.view
+        joiners = [m for m in proposal.members if v.rank(m) < 0 or v.rank(m) in self.excluded]
+        msg = [OOB_INSTALL, self.proposal, joiners, list(self.ballot)]
+        leavers = [self.g.view.members[r] for r in self.g.leaving]
+        for m in dict.fromkeys([*proposal.members, *leavers]):
+            if m != self.g.ctx.me:
+                self.g.ctx.down(Oob(m, msg))
+        proposal = dataclasses.replace(proposal, ballot=self.ballot)
+        self.ballot = None
+        self.g._apply_install(proposal, joiners)
+
+    def tick(self) -> None:
+        """Drive our flush: install when leases ran out, resend, exclude the silent."""
+        now, p = self.g.ctx.now, self.g.params
+        if self.install_at is not None:
+            if now >= self.install_at:
+                self.install(view_from_wire(self.proposal))
+            return
+        if self.waiting:  # keep the blocked members' patience up while we wait
+            if every(now, p.flush_timeout / 4, p.retry_interval):
+                for r in self.participants():
+                    if r != self.g.me:
+                        self.g._to(r, (START, *self.ballot, sorted(self.excluded)))
+            return
+        if self.cut is None:
+            silent = [r for r in self.participants() if r not in self.reports]
+        else:
+            silent = [r for r in self.confirming() if r not in self.dones]
+        if now - self.started > p.flush_timeout and silent:
+            self.g.ctx.trace(f"gms flush timeout, excluding {silent}")
+            self.g.timed_out |= set(silent) - {self.g.me}
+            self.ballot = None
+            self.g._resuspect()
+            return
+        for r in silent:
+            if r == self.g.me:
+                continue
+            if self.cut is None:
+                self.g._to(r, (START, *self.ballot, sorted(self.excluded)))
+            else:
+                self.g._to(r, (CUT, *self.ballot, list(self.cut), self.proposal))
