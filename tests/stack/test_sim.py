@@ -7,6 +7,8 @@ Every run records a trace and the checker verifies it; a failure message carries
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stack import check
 from stack.sim import ALL_FAULTS, Net, Sim, run_scenario
@@ -185,3 +187,15 @@ def test_a_new_view_delivers_nothing_before_a_majority_echoes():
     assert len(sim.eps["m0"]._layers[-1].held) == 1 and sim.delivered["m0"] == []
     sim.run(0.2)
     assert all(sim.delivered[m] == [b"m0:0"] for m in sim.seeds)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    members=st.integers(3, 7),
+    faults=st.sets(st.sampled_from(ALL_FAULTS), min_size=1),
+)
+def test_hypothesis_picks_seeds_sizes_and_fault_mixes(seed, members, faults):
+    """Hypothesis explores seed x size x fault-mix combinations; a failure prints the replay."""
+    r = run_scenario(seed, members, tuple(sorted(faults)))
+    assert r.ok, check.report(r.trace, r.violations) + "\n  " + "; ".join(r.notes)
