@@ -20,9 +20,10 @@ from typing import Any
 
 from stack import check as checker
 from stack.compose import StackSpec, compose
-from stack.events import Deliver, Safe
+from stack.events import Deliver
+from stack.record import Recorder
 from stack.runtime import Endpoint
-from stack.trace import CRASH, DELIVER, INSTALL, LEAVE, PAUSE, RESUME, SAFE, SEND, Trace
+from stack.trace import CRASH, PAUSE, RESUME, Trace
 from stack.view import View
 
 #: timing used by simulations unless a test says otherwise: a "fast" LAN profile
@@ -78,11 +79,8 @@ class Sim:
         self.cut_links: set[tuple[str, str]] = set()  # directed (src, dst) pairs that drop
         self._q: list = []
         self._qseq = 0
-        self._cur: dict[str, Any] = {}  # member -> vid it last installed (for prev_vid)
-        self._dlv: dict[str, list[bytes]] = {}  # member -> payloads delivered in current view
-        self._safe: dict[str, int] = {}
+        self._recorders: dict[str, Recorder] = {}
         self.delivered: dict[str, list[bytes]] = {}
-        self.sent_count: dict[str, int] = {}
         self.seeds = [f"m{i}" for i in range(n)]
         initial = View((1, self.seeds[0]), tuple(self.seeds), True, tuple(self.seeds), (1, "m0"))
         for addr in self.seeds:
@@ -91,8 +89,6 @@ class Sim:
     # --- membership actions ----------------------------------------------------------------------
 
     def _spawn(self, addr: str, initial: View | None) -> Endpoint:
-        self._dlv[addr] = []
-        self._safe[addr] = 0
         self.delivered.setdefault(addr, [])
         ep = Endpoint(
             addr,
@@ -255,46 +251,13 @@ class Sim:
                 1 for e in events if type(e) is Deliver
             )
 
-    def _recorder(self, addr: str) -> Callable[..., None]:
-        trace = self.trace
+    def _recorder(self, addr: str) -> Recorder:
+        def sink(kind: str, *data: Any) -> None:
+            self.trace.add(self.now, addr, kind, *data)
 
-        def record(kind: str, view: View, ev: Any = None) -> None:
-            now = self.now
-            if kind == "send":
-                self.sent_count[addr] = self.sent_count.get(addr, 0) + 1
-                trace.add(now, addr, SEND, view.vid, ev)
-            elif kind == "deliver":
-                assert type(ev) is Deliver
-                self._dlv[addr].append(ev.payload)
-                self.delivered[addr].append(ev.payload)
-                trace.add(now, addr, DELIVER, view.vid, ev.origin, ev.payload)
-            elif kind == "safe":
-                assert type(ev) is Safe
-                dl = self._dlv[addr]
-                for p in dl[self._safe[addr] : ev.count]:
-                    trace.add(now, addr, SAFE, view.vid, p)
-                self._safe[addr] = max(self._safe[addr], ev.count)
-            elif kind == "view":
-                prev = self._cur.get(addr)
-                prev_vid = prev if prev is not None and view.prev == prev else None
-                self._cur[addr] = view.vid
-                self._dlv[addr] = []
-                self._safe[addr] = 0
-                trace.add(
-                    now,
-                    addr,
-                    INSTALL,
-                    view.vid,
-                    view.members,
-                    view.primary,
-                    prev_vid,
-                    view.last_primary,
-                )
-            elif kind == "exit":
-                self._cur.pop(addr, None)
-                trace.add(now, addr, LEAVE)
-
-        return record
+        rec = Recorder(sink, self.delivered[addr].append)
+        self._recorders[addr] = rec
+        return rec
 
     # --- questions -------------------------------------------------------------------------------
 

@@ -122,7 +122,7 @@ class Gms(Layer):
         ctx.set_timer(params.retry_interval, "tick")
         if not view.primary:
             self._send_joins()
-            self._maybe_start()
+        self._maybe_start()  # e.g. at once confirm the joiners of this view as acceptors
 
     # --- helpers ---------------------------------------------------------------------------------
 

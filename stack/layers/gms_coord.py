@@ -167,7 +167,10 @@ class CoordinatorRole:
         # Only members that take part in this flush vote (the acceptors): a joiner that dies
         # before installing must not count, or a few failed joins would block the group forever.
         confirmed = tuple(m for m in members_t if 0 <= v.rank(m) and v.rank(m) not in gone)
-        primary = bool(confirmed) and majority_of(confirmed, ref) and majority_of(confirmed, also)
+        # graceful leavers take part in this flush too: they vote for the view that lets them go
+        # (and vote for nothing after it), so the last two members can part without deadlock
+        voters = confirmed + tuple(v.members[r] for r in self.g.leaving if r not in self.excluded)
+        primary = bool(confirmed) and majority_of(voters, ref) and majority_of(voters, also)
         if primary:
             ref, ref_vid = confirmed, vid
         return ViewRec(vid, members_t or (self.g.ctx.me,), primary, ref, ref_vid, v.vid)

@@ -199,3 +199,15 @@ def test_hypothesis_picks_seeds_sizes_and_fault_mixes(seed, members, faults):
     """Hypothesis explores seed x size x fault-mix combinations; a failure prints the replay."""
     r = run_scenario(seed, members, tuple(sorted(faults)))
     assert r.ok, check.report(r.trace, r.violations) + "\n  " + "; ".join(r.notes)
+
+
+def test_members_can_leave_one_by_one_down_to_the_last():
+    """A graceful leaver votes for the view that lets it go, so two members can part."""
+    sim = Sim(15, 3)
+    cast_burst(sim, sim.seeds, 10)
+    sim.at(0.2, lambda: sim.leave("m0"))
+    sim.at(0.6, lambda: sim.leave("m1"))
+    sim.run(1.2)
+    assert not sim.eps["m0"].alive and not sim.eps["m1"].alive
+    assert sim.eps["m2"].view.members == ("m2",) and sim.eps["m2"].view.primary
+    finish(sim)

@@ -1,0 +1,292 @@
+"""Real groups on asyncio: the same `Endpoint` the simulator drives, fed by sockets and the loop.
+
+Why a thin driver: every protocol decision stays in the sans-I/O layers; this module only moves
+datagrams, turns `Endpoint.next_deadline()` into one `loop.call_at`, and hands application events
+to the caller. Time is the loop's monotonic clock.
+
+Several groups in one process share one UDP socket per listen address; each datagram starts with a
+4-byte tag of the group name, so a datagram for an unknown group is counted and dropped. A member's
+address is "host:port" and is its identity in views.
+
+    group = await stack.aio.join("demo", listen="127.0.0.1:7001", seeds=[...])
+    await group.cast(b"hello")
+    async for ev in group:          # Deliver / View / Block / Safe / Exit, origins as addresses
+        ...
+    await group.leave()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import zlib
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from stack.compose import StackSpec, compose
+from stack.events import Exit
+from stack.events import View as ViewEv
+from stack.record import Recorder
+from stack.runtime import Endpoint
+from stack.trace import Trace
+
+#: timing for real networks (the simulator uses a faster profile)
+REAL_PARAMS: dict[str, dict[str, Any]] = {
+    "suspect": {"interval": 0.1, "timeout": 1.0, "lease": 0.5, "verify": 0.5},
+    "gms": {"retry_interval": 0.05, "flush_timeout": 1.0, "join_interval": 0.2},
+    "nak": {"xmit_interval": 0.02},
+}
+
+
+class JoinTimeout(TimeoutError):
+    """No primary view admitted us in time: check that a majority of the seeds is running and
+    reachable at the addresses given, and that every member uses the same group name."""
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"an address is host:port, got {addr!r}")
+    return host, int(port)
+
+
+def group_tag(name: str) -> bytes:
+    return zlib.crc32(name.encode()).to_bytes(4, "big")
+
+
+class _Socket(asyncio.DatagramProtocol):
+    """One UDP socket and the groups multiplexed on it."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.groups: dict[bytes, Group] = {}
+        self.unknown_group = 0
+        self.short = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        group = self.groups.get(data[:4])
+        if group is None:
+            if len(data) < 4:
+                self.short += 1
+            else:
+                self.unknown_group += 1
+            return
+        group._on_datagram(f"{addr[0]}:{addr[1]}", data[4:])
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.: peers may be down
+        pass
+
+
+_sockets: dict[str, _Socket] = {}
+
+
+async def _socket_for(listen: str) -> _Socket:
+    sock = _sockets.get(listen)
+    if sock is None or sock.transport is None or sock.transport.is_closing():
+        loop = asyncio.get_running_loop()
+        _, sock = await loop.create_datagram_endpoint(_Socket, local_addr=parse_addr(listen))
+        _sockets[listen] = sock
+    return sock
+
+
+class Group:
+    """A member of one group, driven by the running asyncio loop."""
+
+    def __init__(
+        self,
+        name: str,
+        listen: str,
+        spec: StackSpec,
+        sock: _Socket,
+        seeds: Iterable[str],
+        trace_path: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.name = name
+        self.addr = listen
+        self._loop = asyncio.get_running_loop()
+        self._sock = sock
+        self._tag = group_tag(name)
+        self._events: asyncio.Queue = asyncio.Queue()
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self._trace_file = open(trace_path, "a") if trace_path else None  # noqa: SIM115
+        recorder = Recorder(self._write) if self._trace_file else None
+        self.view: Any = None
+        self._views: asyncio.Queue = asyncio.Queue()
+        self.ep = Endpoint(
+            listen,
+            spec,
+            seeds=tuple(seeds),
+            seed=seed if seed is not None else int.from_bytes(os.urandom(4), "big"),
+            now=self._loop.time(),
+            recorder=recorder,
+        )
+        sock.groups[self._tag] = self
+        self._pump()
+
+    # --- application side ------------------------------------------------------------------------
+
+    async def cast(self, payload: bytes) -> None:
+        """Multicast in total order (held while the group changes view)."""
+        self.ep.cast(payload)
+        self._pump()
+
+    def send(self, member: str, payload: bytes) -> None:
+        self.ep.send(member, payload)
+        self._pump()
+
+    async def leave(self, timeout: float = 5.0) -> None:
+        self.ep.leave()
+        self._pump()
+        deadline = self._loop.time() + timeout
+        while self.ep.alive and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        self.close()
+
+    def suspect(self, member: str) -> None:
+        """An external failure notice (e.g. a closed TCP connection to that member)."""
+        self.ep.suspect(member)
+        self._pump()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[Any]:
+        while True:
+            ev = await self._events.get()
+            yield ev
+            if type(ev) is Exit:
+                return
+
+    async def next_event(self, timeout: float | None = None) -> Any:
+        return await asyncio.wait_for(self._events.get(), timeout)
+
+    async def wait_view(self, pred, timeout: float) -> Any:
+        """Wait until the installed view satisfies `pred(view)`; return it."""
+        deadline = self._loop.time() + timeout
+        while self.view is None or not pred(self.view):
+            left = deadline - self._loop.time()
+            if left <= 0:
+                raise TimeoutError(f"{self.addr}: view {self.view} never satisfied the condition")
+            try:
+                await asyncio.wait_for(self._views.get(), left)
+            except asyncio.TimeoutError:
+                pass
+        return self.view
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._sock.groups.pop(self._tag, None)
+        self.ep.crash()
+        if self._trace_file:
+            self._trace_file.close()
+            self._trace_file = None
+
+    # --- driver side -----------------------------------------------------------------------------
+
+    def _on_datagram(self, src: str, data: bytes) -> None:
+        self.ep.receive(src, data, self._loop.time())
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._deadline = None
+        self.ep.fire_timers(self._loop.time())
+        self._pump()
+
+    def _pump(self) -> None:
+        """Ship what the endpoint produced and re-arm the one timer it needs."""
+        ep = self._sock.transport
+        tag = self._tag
+        for dest, data in self.ep.take_packets():
+            try:
+                ep.sendto(tag + data, parse_addr(dest))
+            except (OSError, ValueError):
+                self.ep.counters["aio.send_failed"] += 1
+        for ev in self.ep.take_events():
+            if type(ev) is ViewEv:
+                self.view = ev.view
+                self._views.put_nowait(ev.view)
+            self._events.put_nowait(ev)
+        deadline = self.ep.next_deadline()
+        if deadline != self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._deadline = deadline
+            if deadline is not None:
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _write(self, kind: str, *data: Any) -> None:
+        """Trace record with the wall clock, so traces of one machine's processes can be merged."""
+        row = [time.time(), self.addr, kind, _jsonable(data)]
+        self._trace_file.write(json.dumps(row) + "\n")
+        self._trace_file.flush()
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, bytes):
+        return {"b": x.decode("latin-1")}
+    if isinstance(x, tuple | list):
+        return [_jsonable(y) for y in x]
+    return x
+
+
+async def join(
+    name: str,
+    listen: str,
+    seeds: Iterable[str],
+    stack: str = "total",
+    params: dict | None = None,
+    timeout: float = 10.0,
+    trace_path: str | None = None,
+) -> Group:
+    """Join (or, as the first seed, form) the group `name`.
+
+    Returns once we are an acceptor of a primary view (we took part in a flush), so the group can
+    already lose a minority without waiting for us; raises `JoinTimeout` otherwise.
+    """
+    merged = {k: dict(v) for k, v in REAL_PARAMS.items()}
+    for k, v in (params or {}).items():
+        merged.setdefault(k, {}).update(v)
+    names = set(compose(stack).names)
+    spec = compose(stack, {k: v for k, v in merged.items() if k in names})
+    sock = await _socket_for(listen)
+    group = Group(name, listen, spec, sock, seeds, trace_path)
+    try:
+        await group.wait_view(lambda v: v.primary and listen in v.last_primary, timeout)
+    except TimeoutError:
+        group.close()
+        raise JoinTimeout(
+            f"{listen} could not join group {name!r} within {timeout}s via seeds "
+            f"{', '.join(seeds)}: is a majority of the seeds running?"
+        ) from None
+    return group
+
+
+def merge_traces(paths: Iterable[str]) -> Trace:
+    """One trace from the per-process files of real members, ordered by wall-clock time."""
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    rows.sort(key=lambda r: r[0])
+    trace = Trace()
+    for t, member, kind, data in rows:
+        trace.add(t, member, kind, *_from_json(data))
+    return trace
+
+
+def _from_json(x: Any) -> Any:
+    if isinstance(x, dict) and "b" in x:
+        return x["b"].encode("latin-1")
+    if isinstance(x, list):
+        return tuple(_from_json(y) for y in x)
+    return x

@@ -1,0 +1,41 @@
+"""A group member in its own process, for the real-process tests.
+
+Usage: member.py NAME LISTEN SEEDS COUNT TRACE [PARAMS_JSON]
+Joins, prints JOINED, casts COUNT messages (one every 5 ms), prints CAST, then keeps serving
+until SIGTERM, when it leaves gracefully and exits 0. Every record goes to TRACE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+from stack import aio
+
+
+async def main() -> None:
+    name, listen, seeds, count, trace = sys.argv[1:6]
+    params = json.loads(sys.argv[6]) if len(sys.argv) > 6 else None
+    group = await aio.join(name, listen, seeds.split(","), params=params, trace_path=trace)
+    print("JOINED", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+
+    async def drain() -> None:
+        async for _ in group:
+            pass
+
+    drainer = asyncio.create_task(drain())
+    for i in range(int(count)):
+        await group.cast(f"{listen}:{i}".encode())
+        await asyncio.sleep(0.005)
+    print("CAST", flush=True)
+    await stop.wait()
+    await group.leave()
+    drainer.cancel()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
