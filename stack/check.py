@@ -126,6 +126,7 @@ class _Index:
         self.seqs: dict[tuple[str, Vid], list[bytes]] = defaultdict(list)
         self._sets: dict[tuple[str, Vid], set[bytes]] = {}
         cur: dict[str, _Inst | None] = {}
+        self.left: dict[Vid, set[str]] = defaultdict(set)  # view -> members that left it gracefully
         for r in recs:
             p, k, d = r.member, r.kind, r.data
             if k == INSTALL:
@@ -154,6 +155,8 @@ class _Index:
             elif k == SAFE:
                 self.safes.append((r.step, p, cur.get(p), tuple(d[0]), d[1]))
             elif k in (CRASH, LEAVE):
+                if k == LEAVE and cur.get(p) is not None:
+                    self.left[cur[p].vid].add(p)
                 cur[p] = None
 
     def dset(self, p: str, v: Vid) -> set[bytes]:
@@ -266,7 +269,8 @@ def check_primary_component(ix: _Index) -> Iterator[Violation]:
             rb = vb.ref if vb.ref is not None else vb.members
             if not set(rb) <= set(vb.members):
                 yield _v("M5", f"{_fv(b)} counts non-members {sorted(set(rb) - set(vb.members))}")
-            elif 2 * len(set(ra) & set(rb)) <= len(ra):
+            # a graceful leaver takes part in the flush that lets it go: it votes for that view
+            elif 2 * len(set(ra) & (set(rb) | ix.left.get(a, set()))) <= len(ra):
                 why = f"primary without majority: {_fv(b)} {rb} after {_fv(a)} {ra}"
                 yield _v("M5", why, vb.members)
 

@@ -29,7 +29,7 @@ from stack.view import View
 #: timing used by simulations unless a test says otherwise: a "fast" LAN profile
 SIM_PARAMS: dict[str, dict[str, Any]] = {
     "suspect": {"interval": 0.05, "timeout": 0.4, "lease": 0.2},
-    "gms": {"retry_interval": 0.025, "flush_timeout": 0.4, "join_interval": 0.1},
+    "gms": {"retry_interval": 0.025, "flush_timeout": 0.4, "join_interval": 0.1, "fresh": 0.2},
     "nak": {"xmit_interval": 0.01},
     "stable": {"gossip_delay": 0.002, "gossip_interval": 0.03},
     "pt2pt": {"retry_interval": 0.03},

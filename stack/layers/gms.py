@@ -87,6 +87,9 @@ class Params:
     flush_timeout: float = 1.0
     #: seconds between join requests while outside the primary component
     join_interval: float = 0.2
+    #: a coordinator installs only on confirmations (DONE) echoing a CUT it sent this recently:
+    #: a coordinator paused mid-flush wakes up to stale ones and must not act on them
+    fresh: float = 0.5
 
 
 class Gms(Layer):
@@ -117,6 +120,7 @@ class Gms(Layer):
         self.granted: tuple = (0.0,) * view.n
         self.proposal: tuple | None = None  # (ballot, view wire, cut) from the latest CUT
         self.done: tuple | None = None  # (ballot, view wire, cut) accepted = delivered the cut
+        self.cut_t = 0.0  # the coordinator's clock in the latest CUT
         self.coord = CoordinatorRole(self)
         self.relayed: dict[str, float] = {}
         ctx.set_timer(params.retry_interval, "tick")
@@ -182,7 +186,7 @@ class Gms(Layer):
         elif cls is FlushDone:
             if self.proposal is not None and ev.attempt == self.accepted == self.proposal[0]:
                 self.done = self.proposal
-                self._to(self.view.rank(self.accepted[1]), (DONE, *self.accepted))
+                self._to(self.view.rank(self.accepted[1]), (DONE, *self.accepted, self.cut_t))
         elif cls is Leave:
             self.i_leave = True
             if self.view.n == 1 or not self.view.primary:
@@ -204,11 +208,9 @@ class Gms(Layer):
         elif kind == REPORT:
             self.coord.on_report(src, (h[1], h[2]), h[3], h[4], h[5], h[6])
         elif kind == CUT:
-            self._on_cut(src, (h[1], h[2]), tuple(h[3]), h[4])
+            self._on_cut(src, (h[1], h[2]), tuple(h[3]), h[4], float(h[5]))
         elif kind == DONE:
-            if self.coord.ballot == (h[1], h[2]) and self.coord.cut is not None:
-                self.coord.dones.add(src)
-                self.coord.maybe_install()
+            self.coord.on_done(src, (h[1], h[2]), float(h[3]))
         elif kind == SUSPECT:
             if src in self.suspected:  # its view of the group is the far side of a partition
                 return
@@ -301,11 +303,12 @@ class Gms(Layer):
         )
         self._to(self.view.rank(self.accepted[1]), hdr)
 
-    def _on_cut(self, src: int, ballot: tuple, cut: tuple, proposal: list) -> None:
+    def _on_cut(self, src: int, ballot: tuple, cut: tuple, proposal: list, t: float) -> None:
         if ballot != self.accepted:
             return
+        self.cut_t = t  # echoed in DONE: the coordinator only trusts fresh confirmations
         if self.done is not None and self.done[0] == ballot:
-            self._to(src, (DONE, *ballot))
+            self._to(src, (DONE, *ballot, t))
             return
         if len(cut) != self.view.n or view_from_wire(proposal) is None:
             self.ctx.count("gms.bad_cut")

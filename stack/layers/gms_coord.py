@@ -31,7 +31,7 @@ class CoordinatorRole:
         self.reports: dict[int, tuple] = {}  # rank -> (counts, granted, accepted, received at)
         self.cut: tuple | None = None
         self.proposal: list | None = None  # wire form of the proposed view
-        self.dones: set[int] = set()
+        self.dones: dict[int, float] = {}  # rank -> our CUT time its DONE echoed
         self.install_at: float | None = None
         self.waiting = False
 
@@ -48,7 +48,7 @@ class CoordinatorRole:
         self.excluded = set(g.suspected)
         self.reports = {}
         self.cut = None
-        self.dones = set()
+        self.dones = {}
         self.install_at = None
         self.waiting = False
         g.ctx.trace(f"gms starts flush {self.ballot} excluding {sorted(self.excluded)}")
@@ -105,7 +105,7 @@ class CoordinatorRole:
         self.cut = cut
         self.proposal = proposal
         for r in self.participants():
-            self.g._to(r, (CUT, *self.ballot, list(cut), proposal))
+            self.g._to(r, (CUT, *self.ballot, list(cut), proposal, self.g.ctx.now))
 
     def installable_proposal(self) -> list | None:
         """The highest-ballot accepted proposal that some coordinator may have installed.
@@ -181,8 +181,21 @@ class CoordinatorRole:
         members = set(self.proposal[2])
         return [r for r in self.participants() if self.g.view.members[r] in members]
 
+    def on_done(self, src: int, ballot: tuple, t: float) -> None:
+        if ballot == self.ballot and self.cut is not None:
+            self.dones[src] = max(self.dones.get(src, t), t)
+            self.maybe_install()
+
+    def stale(self) -> list[int]:
+        """Confirming members without a fresh DONE (our own counts if our flush layer is done)."""
+        g = self.g
+        now, fresh = g.ctx.now, g.params.fresh
+        if g.done is not None and tuple(g.done[0]) == self.ballot:
+            self.dones[g.me] = now
+        return [r for r in self.confirming() if now - self.dones.get(r, -1e18) > fresh]
+
     def maybe_install(self) -> None:
-        if not all(r in self.dones for r in self.confirming()):
+        if self.stale():
             return
         proposal = view_from_wire(self.proposal)
         now = self.g.ctx.now
@@ -214,9 +227,13 @@ class CoordinatorRole:
         """Drive our flush: install when leases ran out, resend, exclude the silent."""
         now, p = self.g.ctx.now, self.g.params
         if self.install_at is not None:
-            if now >= self.install_at:
+            if self.stale():  # we slept past our confirmations: ask again before installing
+                self.install_at = None
+            elif now >= self.install_at:
                 self.install(view_from_wire(self.proposal))
-            return
+                return
+            else:
+                return
         if self.waiting:  # keep the blocked members' patience up while we wait
             if every(now, p.flush_timeout / 4, p.retry_interval):
                 for r in self.participants():
@@ -226,7 +243,7 @@ class CoordinatorRole:
         if self.cut is None:
             silent = [r for r in self.participants() if r not in self.reports]
         else:
-            silent = [r for r in self.confirming() if r not in self.dones]
+            silent = self.stale()
         if now - self.started > p.flush_timeout and silent:
             self.g.ctx.trace(f"gms flush timeout, excluding {silent}")
             self.g.timed_out |= set(silent) - {self.g.me}
@@ -239,4 +256,4 @@ class CoordinatorRole:
             if self.cut is None:
                 self.g._to(r, (START, *self.ballot, sorted(self.excluded)))
             else:
-                self.g._to(r, (CUT, *self.ballot, list(self.cut), self.proposal))
+                self.g._to(r, (CUT, *self.ballot, list(self.cut), self.proposal, now))

@@ -23,7 +23,7 @@ from stack.events import Deliver
 
 FAST = {
     "suspect": {"interval": 0.05, "timeout": 0.4, "lease": 0.2, "verify": 0.2},
-    "gms": {"retry_interval": 0.025, "flush_timeout": 0.4, "join_interval": 0.1},
+    "gms": {"retry_interval": 0.025, "flush_timeout": 0.4, "join_interval": 0.1, "fresh": 0.2},
 }
 MEMBER = os.path.join(os.path.dirname(__file__), "member.py")
 

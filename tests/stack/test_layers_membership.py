@@ -422,10 +422,10 @@ def test_gms_member_delivers_the_cut_then_confirms_and_installs():
     g.down(FlushReport(BALLOT, (1, 3, 0)))
     ctx.take()
     proposal = view_to_wire(NEXT)
-    g.up(ControlIn(0, b"", [(gms.CUT, 1, "a", [2, 3, 0], proposal)]))
+    g.up(ControlIn(0, b"", [(gms.CUT, 1, "a", [2, 3, 0], proposal, 0.0)]))
     assert ctx.take() == ([FlushCut(BALLOT, (2, 3, 0))], [])
     g.down(FlushDone(BALLOT))
-    assert ctx.take() == ([], [Control(0, b"", [(gms.DONE, 1, "a")])])
+    assert ctx.take() == ([], [Control(0, b"", [(gms.DONE, 1, "a", 0.0)])])
     g.up(Oob("a", [gms.OOB_INSTALL, proposal, [], list(BALLOT)]))
     assert ctx.take() == ([ViewEv(NEXT)], [])
 
@@ -445,11 +445,11 @@ def test_gms_coordinator_runs_the_flush_after_a_suspicion():
     proposal = view_to_wire(NEXT)
     assert ctx.take() == (
         [FlushCut(BALLOT, (2, 3, 0))],
-        [Control(1, b"", [(gms.CUT, 1, "a", [2, 3, 0], proposal)])],
+        [Control(1, b"", [(gms.CUT, 1, "a", [2, 3, 0], proposal, 0.0)])],
     )
     g.down(FlushDone(BALLOT))
     assert ctx.take() == ([], [])  # waiting for b's DONE
-    g.up(ControlIn(1, b"", [(gms.DONE, 1, "a")]))
+    g.up(ControlIn(1, b"", [(gms.DONE, 1, "a", 0.0)]))
     assert ctx.take() == ([ViewEv(NEXT)], [Oob("b", [gms.OOB_INSTALL, proposal, [], list(BALLOT)])])
 
 
@@ -461,7 +461,7 @@ def test_gms_coordinator_waits_out_leases_granted_to_an_excluded_member():
     g.up(ControlIn(1, b"", [(gms.REPORT, 1, "a", [0, 0, 0], [0.0, 0.0, 0.0], None, 1)]))
     g.down(FlushDone(BALLOT))
     ctx.now = 0.1
-    g.up(ControlIn(1, b"", [(gms.DONE, 1, "a")]))
+    g.up(ControlIn(1, b"", [(gms.DONE, 1, "a", 0.0)]))
     ctx.take()
     at(g, ctx, 0.2, "tick")
     assert ctx.take() == ([], [])
@@ -515,3 +515,23 @@ def test_gms_view_wire_round_trip():
 )
 def test_gms_view_from_wire_returns_none_on_garbage(w):
     assert view_from_wire(w) is None
+
+
+def test_gms_coordinator_paused_after_the_last_done_asks_again_instead_of_installing():
+    """Regression (cohort sim seed 840594, 4 members): a coordinator paused with every DONE queued
+    installed on waking and released flush deliveries into a view the group had left."""
+    g, ctx = make(Gms, me="a")
+    g.up(Suspect(frozenset({2})))
+    g.up(Granted((0.0, 0.0, 0.3)))  # c may still deliver until t=0.3: installation must wait
+    g.down(FlushReport(BALLOT, (0, 0, 0)))
+    g.up(ControlIn(1, b"", [(gms.REPORT, 1, "a", [0, 0, 0], [0.0, 0.0, 0.0], None, 1)]))
+    g.down(FlushDone(BALLOT))
+    g.up(ControlIn(1, b"", [(gms.DONE, 1, "a", 0.0)]))  # b confirms our CUT sent at t=0
+    ctx.take()
+    at(g, ctx, 0.8, "tick")  # stopped from t=0 to t=0.8 (> fresh 0.5): b's DONE is stale
+    ups, downs = ctx.take()
+    assert ups == []  # no view installed
+    assert [d.hdrs[0][0] for d in downs] == [gms.CUT] and downs[0].hdrs[0][-1] == 0.8
+    g.up(ControlIn(1, b"", [(gms.DONE, 1, "a", 0.8)]))  # b is still there and confirms again
+    ups, _ = ctx.take()
+    assert ups == [ViewEv(NEXT)]
