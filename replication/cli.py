@@ -56,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bs.add_argument("--size", type=int, default=64)
     p_bs.add_argument("--stack", default="total")
     p_bs.add_argument("--no-profile", action="store_true")
+    p_bk = bsub.add_parser("stack", help="ordered multicast across member processes (real UDP)")
+    p_bk.add_argument("--members", type=int, default=3)
+    p_bk.add_argument("--size", type=int, default=64)
+    p_bk.add_argument("--seconds", type=float, default=10)
+    p_bk.add_argument("--window", type=int, default=500, help="own casts in flight per member")
 
     args = parser.parse_args(argv)
     if args.cmd == "sim":
@@ -79,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack=args.stack,
             profile=not args.no_profile,
         )
+    if args.cmd == "bench" and args.what == "stack":
+        from stack.bench import bench_stack
+
+        return bench_stack(args.members, args.size, args.seconds, args.window)
     parser.error("unknown command")
     return 2
 

@@ -25,6 +25,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from stack.batch import Batcher
 from stack.compose import StackSpec, compose
 from stack.events import Exit
 from stack.events import View as ViewEv
@@ -64,6 +65,9 @@ class _Socket(asyncio.DatagramProtocol):
         self.groups: dict[bytes, Group] = {}
         self.unknown_group = 0
         self.short = 0
+        self.batcher = Batcher()
+        self.flush_scheduled = False
+        self.datagrams_sent = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -80,6 +84,26 @@ class _Socket(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.: peers may be down
         pass
+
+    def send(self, tag: bytes, dest: str, data: bytes) -> None:
+        """Queue a packet; everything queued during this loop tick leaves batched per peer."""
+        self.batcher.add((tag, dest), data)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self.batcher.pending.clear()
+            return
+        for (tag, dest), data in self.batcher.drain():
+            try:
+                transport.sendto(tag + data, parse_addr(dest))
+                self.datagrams_sent += 1
+            except (OSError, ValueError):
+                pass  # a peer that went away: the protocol copes
 
 
 _sockets: dict[str, _Socket] = {}
@@ -192,7 +216,7 @@ class Group:
     # --- driver side -----------------------------------------------------------------------------
 
     def _on_datagram(self, src: str, data: bytes) -> None:
-        self.ep.receive(src, data, self._loop.time())
+        self.ep.receive_datagram(src, data, self._loop.time())
         self._pump()
 
     def _on_timer(self) -> None:
@@ -203,13 +227,9 @@ class Group:
 
     def _pump(self) -> None:
         """Ship what the endpoint produced and re-arm the one timer it needs."""
-        ep = self._sock.transport
-        tag = self._tag
+        sock, tag = self._sock, self._tag
         for dest, data in self.ep.take_packets():
-            try:
-                ep.sendto(tag + data, parse_addr(dest))
-            except (OSError, ValueError):
-                self.ep.counters["aio.send_failed"] += 1
+            sock.send(tag, dest, data)
         for ev in self.ep.take_events():
             if type(ev) is ViewEv:
                 self.view = ev.view

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from stack import wire
+from stack.batch import unbatch
 from stack.compose import StackSpec
 from stack.events import (
     Block,
@@ -162,6 +163,24 @@ class Endpoint:
             self.counters["wire.malformed"] += 1
             return
         self._route(src, pkt)
+        self._run()
+
+    def receive_datagram(self, src: str | None, datagram: bytes, now: float | None = None) -> None:
+        """A datagram of concatenated packets (see stack.batch): one dispatch run for all."""
+        if not self.alive:
+            return
+        if now is not None:
+            self.now = now
+        n = 0
+        for obj in unbatch(datagram):
+            n += 1
+            pkt = wire.validate(obj)
+            if pkt is None:
+                self.counters["wire.malformed"] += 1
+            else:
+                self._route(src, pkt)
+        if n == 0:
+            self.counters["wire.malformed"] += 1
         self._run()
 
     def _route(self, src: str | None, pkt: list) -> None:

@@ -32,6 +32,11 @@ def decode(data: bytes) -> list | None:
         pkt = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
     except Exception:  # msgpack raises several unrelated types on garbage; all mean "drop"
         return None
+    return validate(pkt)
+
+
+def validate(pkt: object) -> list | None:
+    """`pkt` if it has the shape of one of our packets, else None."""
     if type(pkt) is not list or not pkt:
         return None
     kind = pkt[0]
