@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 import zlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -245,8 +244,10 @@ class Group:
                 self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _write(self, kind: str, *data: Any) -> None:
-        """Trace record with the wall clock, so traces of one machine's processes can be merged."""
-        row = [time.time(), self.addr, kind, _jsonable(data)]
+        """Trace record stamped with the time the stack decided (the endpoint's `now`, the loop's
+        monotonic clock, which is system-wide on Linux, so one machine's traces merge). Not the
+        time of writing: a process stopped between deciding and writing would look like a zombie."""
+        row = [self.ep.now, self.addr, kind, _jsonable(data)]
         self._trace_file.write(json.dumps(row) + "\n")
         self._trace_file.flush()
 
@@ -292,7 +293,7 @@ async def join(
 
 
 def merge_traces(paths: Iterable[str]) -> Trace:
-    """One trace from the per-process files of real members, ordered by wall-clock time."""
+    """One trace from the per-process files of real members on one machine, in time order."""
     rows = []
     for path in paths:
         with open(path) as f:
