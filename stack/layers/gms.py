@@ -264,7 +264,12 @@ class Gms(Layer):
     # --- member side of the flush ----------------------------------------------------------------
 
     def _on_start(self, src: int, ballot: tuple, excluded: set[int]) -> None:
-        if self.me in excluded or src in self.local:
+        if src in self.local:
+            return
+        if self.me in excluded:
+            # Say we are here: a coordinator that timed us out in a slow flush takes us back
+            # (any gms message from us withdraws it), instead of excluding us forever.
+            self._to(src, (NACK, *(self.accepted or (0, ""))))
             return
         if self.accepted is not None and ballot <= self.accepted:
             if ballot == self.accepted:

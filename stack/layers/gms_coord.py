@@ -234,9 +234,12 @@ class CoordinatorRole:
                 return
             else:
                 return
-        if self.waiting:  # keep the blocked members' patience up while we wait
+        if self.waiting:
+            # Keep the blocked members' patience up, and reach the excluded too: a member we
+            # timed out answers (NACK), which takes it back; a rival coordinator that timed
+            # us out hears from a lower rank and steps down. Two camps converge on one.
             if every(now, p.flush_timeout / 4, p.retry_interval):
-                for r in self.participants():
+                for r in range(self.g.view.n):
                     if r != self.g.me:
                         self.g._to(r, (START, *self.ballot, sorted(self.excluded)))
             return

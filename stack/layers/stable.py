@@ -68,7 +68,8 @@ class StableLayer(Layer):
             # Once blocked, the flush cut is at most what we delivered so far: casts received from
             # now on may fall beyond it, so they must never count as stable (a member being
             # excluded would otherwise report them Safe although the survivors drop them).
-            self.frozen = tuple(self.counts)
+            if self.frozen is None:  # a later ballot must not thaw it: its cut is no larger
+                self.frozen = tuple(self.counts)
             return
         self.ctx.down(ev)
 

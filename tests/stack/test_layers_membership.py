@@ -412,8 +412,9 @@ def test_gms_member_ignores_a_start_from_a_non_coordinator():
     g, ctx = make(Gms, me="c")
     g.up(ControlIn(1, b"", [(gms.START, 1, "b", [])]))  # b is not the coordinator
     g.up(ControlIn(0, b"", [(gms.START, 1, "b", [])]))  # ballot not named after its sender
-    g.up(ControlIn(0, b"", [(gms.START, 1, "a", [2])]))  # excludes us
     assert ctx.take() == ([], [])
+    g.up(ControlIn(0, b"", [(gms.START, 1, "a", [2])]))  # excludes us: not blocked, but we say
+    assert ctx.take() == ([], [Control(0, b"", [(gms.NACK, 0, "")])])  # we are here (NACK)
 
 
 def test_gms_member_delivers_the_cut_then_confirms_and_installs():

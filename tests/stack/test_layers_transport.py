@@ -399,3 +399,17 @@ def test_header_formatters_name_each_kind():
     assert pt2pt.fmt_header((pt2pt.ACK, 4)) == "ACK(4,)"
     assert gms.fmt_header((gms.DONE, 1, "a")) == "DONE(1, 'a')"
     assert bottom.Bottom.provides == frozenset({"net"})
+
+
+def test_stable_freezes_once_even_when_a_second_ballot_blocks_again():
+    """Regression (cohort sim, 5 members, seed 951099, V5): a second coordinator's START made
+    stable re-freeze with counts beyond the first flush report, and the deposed coordinator
+    reported Safe a message the survivors' cut did not hold."""
+    s, ctx = make(StableLayer, me="b")
+    s.up(Deliver(0, b"m", []))
+    s.down(Blocked())
+    s.up(Deliver(0, b"late", []))  # held by flush beyond the reported count
+    s.down(Blocked())  # a second ballot
+    fire(s, ctx, "gossip")
+    gossip = [d for d in ctx.downs if isinstance(d, Control)][-1]
+    assert gossip.hdrs == [(stable.GOSSIP, [1, 0, 0])]
