@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint sim clean
+.PHONY: test demo bench lint sim explore clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,3 +30,11 @@ sim: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+
+# Seeded-bug catalog (issue 6): hunt every mutant with up to 2000 random scenarios, print the table.
+.PHONY: mutants
+mutants: $(STAMP)
+	$(BIN)/python tests/mutants/run.py --budget 2000
+
+explore: $(STAMP)
+	$(BIN)/python -m stack.explore 20000
