@@ -37,4 +37,4 @@ mutants: $(STAMP)
 	$(BIN)/python tests/mutants/run.py --budget 2000
 
 explore: $(STAMP)
-	$(BIN)/python -m stack.explore 20000
+	$(BIN)/python tests/explore/explorer.py 20000

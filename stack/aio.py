@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import zlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -30,7 +31,7 @@ from stack.events import Exit
 from stack.events import View as ViewEv
 from stack.record import Recorder
 from stack.runtime import Endpoint
-from stack.trace import Trace
+from stack.trace import Trace, from_json, to_json
 
 #: timing for real networks (the simulator uses a faster profile)
 REAL_PARAMS: dict[str, dict[str, Any]] = {
@@ -50,6 +51,17 @@ def parse_addr(addr: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise ValueError(f"an address is host:port, got {addr!r}")
     return host, int(port)
+
+
+def free_udp_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n UDP ports free right now on `host` (for tests and benchmarks on one machine)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for s in socks:
+        s.bind((host, 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
 
 
 def group_tag(name: str) -> bytes:
@@ -247,17 +259,9 @@ class Group:
         """Trace record stamped with the time the stack decided (the endpoint's `now`, the loop's
         monotonic clock, which is system-wide on Linux, so one machine's traces merge). Not the
         time of writing: a process stopped between deciding and writing would look like a zombie."""
-        row = [self.ep.now, self.addr, kind, _jsonable(data)]
+        row = [self.ep.now, self.addr, kind, to_json(data)]
         self._trace_file.write(json.dumps(row) + "\n")
         self._trace_file.flush()
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, bytes):
-        return {"b": x.decode("latin-1")}
-    if isinstance(x, tuple | list):
-        return [_jsonable(y) for y in x]
-    return x
 
 
 async def join(
@@ -301,13 +305,5 @@ def merge_traces(paths: Iterable[str]) -> Trace:
     rows.sort(key=lambda r: r[0])
     trace = Trace()
     for t, member, kind, data in rows:
-        trace.add(t, member, kind, *_from_json(data))
+        trace.add(t, member, kind, *from_json(data))
     return trace
-
-
-def _from_json(x: Any) -> Any:
-    if isinstance(x, dict) and "b" in x:
-        return x["b"].encode("latin-1")
-    if isinstance(x, list):
-        return tuple(_from_json(y) for y in x)
-    return x

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import struct
 import subprocess
@@ -127,18 +126,8 @@ def _result(count: int, seconds: float, cpu: float, lat: list[float]) -> dict:
     }
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _run(mode: str, members: int, seconds: float, size: int, window: int) -> list[dict]:
-    addrs = [f"127.0.0.1:{p}" for p in _free_ports(members)]
+    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(members)]
     seeds = ",".join(addrs)
     procs = [
         subprocess.Popen(

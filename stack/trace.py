@@ -58,14 +58,6 @@ class Trace:
 
     def dumps(self) -> str:
         """JSON lines: a header line, then one line per record (bytes as latin-1 strings)."""
-
-        def enc(x: Any) -> Any:
-            if isinstance(x, bytes):
-                return {"b": x.decode("latin-1")}
-            if isinstance(x, tuple | list):
-                return [enc(y) for y in x]
-            return x
-
         head = {
             "seed": self.seed,
             "replay": self.replay,
@@ -76,18 +68,13 @@ class Trace:
             "liveness": self.liveness,
         }
         lines = [json.dumps(head)]
-        lines += [json.dumps([r.step, r.time, r.member, r.kind, enc(r.data)]) for r in self.records]
+        lines += [
+            json.dumps([r.step, r.time, r.member, r.kind, to_json(r.data)]) for r in self.records
+        ]
         return "\n".join(lines) + "\n"
 
     @classmethod
     def loads(cls, text: str) -> Trace:
-        def dec(x: Any) -> Any:
-            if isinstance(x, dict) and "b" in x:
-                return x["b"].encode("latin-1")
-            if isinstance(x, list):
-                return tuple(dec(y) for y in x)
-            return x
-
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         head = rows[0]
         t = cls(
@@ -100,5 +87,23 @@ class Trace:
             liveness=head["liveness"],
         )
         for step, time, member, kind, data in rows[1:]:
-            t.records.append(Rec(step, time, member, kind, dec(data)))
+            t.records.append(Rec(step, time, member, kind, from_json(data)))
         return t
+
+
+def to_json(x: Any) -> Any:
+    """Record data as JSON-able values: bytes become {"b": latin-1 text}, tuples lists."""
+    if isinstance(x, bytes):
+        return {"b": x.decode("latin-1")}
+    if isinstance(x, tuple | list):
+        return [to_json(y) for y in x]
+    return x
+
+
+def from_json(x: Any) -> Any:
+    """The inverse of `to_json` (lists come back as tuples)."""
+    if isinstance(x, dict) and "b" in x:
+        return x["b"].encode("latin-1")
+    if isinstance(x, list):
+        return tuple(from_json(y) for y in x)
+    return x

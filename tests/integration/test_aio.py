@@ -28,16 +28,6 @@ FAST = {
 MEMBER = os.path.join(os.path.dirname(__file__), "member.py")
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def checked(paths, live) -> None:
     trace = aio.merge_traces(paths)
     trace.live, trace.liveness = tuple(live), False
@@ -52,7 +42,7 @@ def checked(paths, live) -> None:
 
 @pytest.mark.timeout(30)
 def test_three_members_in_one_process_total_order_and_failover(tmp_path):
-    addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
+    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(3)]
     paths = [str(tmp_path / f"m{i}.jsonl") for i in range(3)]
 
     async def run() -> float:
@@ -86,7 +76,7 @@ def test_three_members_in_one_process_total_order_and_failover(tmp_path):
 
 @pytest.mark.timeout(30)
 def test_garbage_datagrams_are_counted_and_the_member_keeps_working(tmp_path):
-    (port,) = free_ports(1)
+    (port,) = aio.free_udp_ports(1)
     addr = f"127.0.0.1:{port}"
 
     async def run() -> None:
@@ -116,7 +106,7 @@ class Cluster:
     """Member processes on 127.0.0.1, always reaped."""
 
     def __init__(self, tmp_path, n: int, count: int = 200) -> None:
-        self.addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
+        self.addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(n)]
         self.paths = [str(tmp_path / f"m{i}.jsonl") for i in range(n)]
         self.procs: list[subprocess.Popen] = []
         seeds = ",".join(self.addrs)

@@ -4,8 +4,8 @@ Why: random simulation finds bugs that need a likely schedule; some need an unli
 choice a network and a failure can make — which in-flight packet arrives next, whether it is lost,
 when a member crashes or a joiner starts, when the next timer fires — is branched on, depth-first,
 up to a bound, over the same `Endpoint` objects the simulator and the asyncio runtime drive. Worlds
-are copied with pickle (local objects only; nothing from the network is ever unpickled) and hashed
-to prune states already explored. Every terminal state's trace goes through `stack.check`.
+are copied with pickle (local objects only; nothing from the network is ever unpickled, which is
+why this lives with the tests, not in the package) and hashed to prune states already explored. Every terminal state's trace goes through `stack.check`.
 
 A terminal state is one with no packet in flight and nothing left to do within the bound (or a
 path that hit the depth bound). Time is global and advances only by firing the earliest timer, so
@@ -321,7 +321,7 @@ def _ok(w: World, rep: Report, path: list[tuple]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m stack.explore [MAX_STATES]`: every scenario at a larger bound (make explore)."""
+    """`python tests/explore/explorer.py [MAX_STATES]`: every scenario at a larger bound."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import explorer as ex
 import pytest
 
-from stack import explore as ex
 from stack.layers import gms_coord
 
 BOUNDS = ex.Bounds(casts=1, crashes=1, joins=0, drops=1, ticks=12, depth=80, max_states=400)
