@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import socket
 import zlib
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from stack.batch import Batcher
@@ -68,6 +70,28 @@ def group_tag(name: str) -> bytes:
     return zlib.crc32(name.encode()).to_bytes(4, "big")
 
 
+@dataclass
+class Faults:
+    """Seeded packet faults on a real socket, for tests (this machine has no netem): each datagram
+    leaving is lost with `loss`, sent twice with `dup`; `blocked` peers ("host:port") receive
+    nothing from us (a partition, one way per side)."""
+
+    loss: float = 0.0
+    dup: float = 0.0
+    blocked: set[str] = field(default_factory=set)
+    seed: int = 0
+    dropped: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def copies(self, dest: str) -> int:
+        if dest in self.blocked or (self.loss and self.rng.random() < self.loss):
+            self.dropped += 1
+            return 0
+        return 2 if self.dup and self.rng.random() < self.dup else 1
+
+
 class _Socket(asyncio.DatagramProtocol):
     """One UDP socket and the groups multiplexed on it."""
 
@@ -77,6 +101,7 @@ class _Socket(asyncio.DatagramProtocol):
         self.unknown_group = 0
         self.short = 0
         self.batcher = Batcher()
+        self.faults: Faults | None = None
         self.flush_scheduled = False
         self.datagrams_sent = 0
 
@@ -109,12 +134,14 @@ class _Socket(asyncio.DatagramProtocol):
         if transport is None or transport.is_closing():
             self.batcher.pending.clear()
             return
+        faults = self.faults
         for (tag, dest), data in self.batcher.drain():
-            try:
-                transport.sendto(tag + data, parse_addr(dest))
-                self.datagrams_sent += 1
-            except (OSError, ValueError):
-                pass  # a peer that went away: the protocol copes
+            for _ in range(1 if faults is None else faults.copies(dest)):
+                try:
+                    transport.sendto(tag + data, parse_addr(dest))
+                    self.datagrams_sent += 1
+                except (OSError, ValueError):
+                    pass  # a peer that went away: the protocol copes
 
 
 _sockets: dict[str, _Socket] = {}
@@ -272,6 +299,7 @@ async def join(
     params: dict | None = None,
     timeout: float = 10.0,
     trace_path: str | None = None,
+    faults: Faults | None = None,
 ) -> Group:
     """Join (or, as the first seed, form) the group `name`.
 
@@ -284,6 +312,8 @@ async def join(
     names = set(compose(stack).names)
     spec = compose(stack, {k: v for k, v in merged.items() if k in names})
     sock = await _socket_for(listen)
+    if faults is not None:
+        sock.faults = faults
     group = Group(name, listen, spec, sock, seeds, trace_path)
     try:
         await group.wait_view(lambda v: v.primary and listen in v.last_primary, timeout)

@@ -74,6 +74,49 @@ def test_three_members_in_one_process_total_order_and_failover(tmp_path):
     checked(paths, [])
 
 
+@pytest.mark.timeout(60)
+def test_total_order_and_virtual_synchrony_under_loss_and_duplication_on_real_sockets(tmp_path):
+    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(3)]
+    paths = [str(tmp_path / f"m{i}.jsonl") for i in range(3)]
+
+    async def run() -> None:
+        gs = await asyncio.gather(
+            *(
+                aio.join(
+                    "lossy",
+                    a,
+                    addrs,
+                    params=FAST,
+                    trace_path=p,
+                    timeout=20,
+                    faults=aio.Faults(loss=0.10, dup=0.05, seed=i),
+                )
+                for i, (a, p) in enumerate(zip(addrs, paths))
+            )
+        )
+        got: dict[str, list[bytes]] = {g.addr: [] for g in gs}
+
+        async def drain(g) -> None:
+            while len(got[g.addr]) < 300:
+                ev = await g.next_event(10)
+                if type(ev) is Deliver:
+                    got[g.addr].append(ev.payload)
+
+        drains = [asyncio.create_task(drain(g)) for g in gs]
+        for i in range(100):
+            for g in gs:
+                await g.cast(f"{g.addr}:{i}".encode())
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*drains)
+        assert len({tuple(v) for v in got.values()}) == 1 and len(got[addrs[0]]) == 300
+        assert sum(g._sock.faults.dropped for g in gs) > 0  # the faults really happened
+        for g in gs:
+            g.close()
+
+    asyncio.run(run())
+    checked(paths, [])
+
+
 @pytest.mark.timeout(30)
 def test_garbage_datagrams_are_counted_and_the_member_keeps_working(tmp_path):
     (port,) = aio.free_udp_ports(1)
