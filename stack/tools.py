@@ -100,13 +100,18 @@ def demo() -> int:
     sim.run_until(lambda: sim.converged(), within=5.0)
     sim.run(sim.now + 1.0)
     print("view history (virtual seconds):")
-    seen = set()
+    seen: set = set()
+    last: tuple = ()
     for rec in sim.trace.records:
         if rec.kind == "install" and rec.data[0] not in seen:
             seen.add(rec.data[0])
             vid, members, primary = rec.data[0], rec.data[1], rec.data[2]
             flag = "primary" if primary else "non-primary"
-            print(f"  t={rec.time:6.3f}  view ({vid[0]},{vid[1]})  {', '.join(members)}  {flag}")
+            why = "  (same members: the joiner now votes)" if members == last else ""
+            last = members
+            print(
+                f"  t={rec.time:6.3f}  view ({vid[0]},{vid[1]})  {', '.join(members)}  {flag}{why}"
+            )
         elif rec.kind == "crash":
             print(f"  t={rec.time:6.3f}  {rec.member} crashes")
     print("\ndelivered per member:")
