@@ -43,6 +43,10 @@ class Recorder:
             assert type(ev) is Safe
             for p in self.delivered[self.safe : ev.count]:
                 sink(SAFE, view.vid, p)
+            # A count beyond what was delivered is a stack bug; record it visibly (S1 then
+            # reports a Safe for a message never delivered) instead of dropping it silently.
+            for k in range(max(self.safe, len(self.delivered)), ev.count):
+                sink(SAFE, view.vid, b"<never delivered #%d>" % k)
             self.safe = max(self.safe, ev.count)
         elif kind == "view":
             prev = self.cur if self.cur is not None and view.prev == self.cur else None

@@ -1,0 +1,79 @@
+"""Every seeded bug of the mutant catalog must be caught by the checker, and the real stack not.
+
+Why: these tests keep the simulator and the checker honest. A change that makes the scenario
+generator or a property check weaker shows up as a mutant that is no longer caught; a change to a
+layer that removes the line a mutant alters shows up as a stale mutant to update.
+
+Each mutant is caught either by its targeted scenario (deterministic, for bugs random scenarios
+reach rarely or never) or by random scenarios within a small budget. Mutants that random
+scenarios miss even at budget 2000 and that have no targeted scenario yet are strict xfails whose
+reason is the analysis of the blind spot (`known_gap`): if one starts being caught, the xfail
+fails and the note must go. `make mutants` prints the full table at budget 2000.
+"""
+
+from __future__ import annotations
+
+import pytest
+from mutant_catalog import CATALOG, Mutant
+from run import SEED_START, hunt, run_one, run_targeted, scenario_params
+
+from stack.trace import Trace
+
+#: random scenarios allowed per mutant here; the whole file should stay well under ~90 s
+BUDGET = 60
+
+
+def _param(m: Mutant):  # -> pytest ParameterSet
+    marks = []
+    if m.scenario is None and m.known_gap:
+        marks.append(pytest.mark.xfail(strict=True, reason=m.known_gap))
+    return pytest.param(m, id=m.name, marks=marks)
+
+
+def test_the_catalog_has_at_least_twenty_distinct_mutants():
+    names = [m.name for m in CATALOG]
+    assert len(names) >= 20 and len(set(names)) == len(names)
+    assert all(m.description and not m.description.endswith(".") for m in CATALOG)
+
+
+@pytest.mark.parametrize("mutant", CATALOG, ids=lambda m: m.name)
+def test_mutant_still_applies_to_the_current_code(mutant: Mutant):
+    """The altered line is still in the layer (else StaleMutant names it) and the patch is undone."""
+    original = mutant.original()
+    assert mutant.diff(), "the mutation changes nothing"
+    with mutant.apply():
+        assert mutant.original() is not original
+    assert mutant.original() is original
+
+
+@pytest.mark.parametrize("mutant", [_param(m) for m in CATALOG])
+def test_mutant_is_caught(mutant: Mutant):
+    if mutant.scenario is not None:
+        prop, detail, seed = run_targeted(mutant)
+        assert prop, f"targeted scenario of {mutant.name} passed the checker (seeds {mutant.seeds})"
+        return
+    caught, needed, prop = hunt(mutant, BUDGET)
+    assert caught, f"{mutant.name} survived {BUDGET} random scenarios from seed {SEED_START}"
+
+
+def test_real_stack_passes_the_random_scenarios_the_mutants_are_hunted_with():
+    """The control: without a mutant the same seeds are clean, so a catch is the mutant's doing."""
+    bad = []
+    for i in range(BUDGET):
+        seed, members = scenario_params(i)
+        prop, detail = run_one(seed, members)
+        if prop:
+            bad.append(f"seed={seed} members={members}: {detail}")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("mutant", [m for m in CATALOG if m.scenario], ids=lambda m: m.name)
+def test_real_stack_passes_the_targeted_scenario(mutant: Mutant):
+    prop, detail, seed = run_targeted(mutant, mutated=False)
+    assert not prop, f"unmutated stack fails {mutant.name}'s scenario, seed {seed}: {detail}"
+
+
+def test_a_scenario_returns_a_finished_trace():
+    m = next(m for m in CATALOG if m.scenario)
+    trace = m.scenario(m.seeds[0])
+    assert isinstance(trace, Trace) and trace.liveness and trace.live
