@@ -46,6 +46,7 @@ class Bounds:
     crashes: int = 1
     joins: int = 1
     drops: int = 1
+    pauses: int = 0  # a member frozen (SIGSTOP) and later resumed with its queue and timers
     ticks: int = 6  # timer firings along one path
     depth: int = 40  # transitions along one path
     max_states: int = 200_000
@@ -62,6 +63,8 @@ class World:
     crashes: int = 0
     joins: int = 0
     drops: int = 0
+    pauses: int = 0
+    paused: dict[str, list] = field(default_factory=dict)  # member -> packets held while frozen
     ticks: int = 0
     trace: Trace = field(default_factory=Trace)
 
@@ -89,6 +92,8 @@ class World:
                     self.joins,
                     self.drops,
                     self.ticks,
+                    self.pauses,
+                    self.paused,
                 )
             )
         finally:
@@ -117,6 +122,7 @@ def new_world(bounds: Bounds, stack: str = "total") -> World:
     world.joins = bounds.joins
     world.crashes = bounds.crashes
     world.drops = bounds.drops
+    world.pauses = bounds.pauses
     return world
 
 
@@ -190,6 +196,9 @@ def moves(w: World, b: Bounds) -> list[tuple]:
         out += [("crash", a) for a, ep in w.eps.items() if ep.alive]
     if w.joins:
         out.append(("join",))
+    if w.pauses:
+        out += [("pause", a) for a, ep in w.eps.items() if ep.alive and a not in w.paused]
+    out += [("resume", a) for a in w.paused]
     if w.ticks < b.ticks and not w.inflight:  # time moves on once the network is quiet
         out.append(("tick",))
     return out
@@ -201,9 +210,21 @@ def apply(w: World, move: tuple, b: Bounds) -> None:
         src, dst, data = w.inflight.pop(move[1])
         if kind == "drop":
             w.drops -= 1
+        elif dst in w.paused:
+            w.paused[dst].append((src, data))  # waits in its socket buffer
         elif w.eps[dst].alive:
             w.eps[dst].receive(src, data, w.now)
             w.collect(dst)
+    elif kind == "pause":
+        w.pauses -= 1
+        w.paused[move[1]] = []
+    elif kind == "resume":
+        held = w.paused.pop(move[1])
+        ep = w.eps[move[1]]
+        for src, data in held:  # a stopped process wakes to its socket buffer, then its timers
+            ep.receive(src, data, w.now)
+        ep.fire_timers(w.now)
+        w.collect(move[1])
     elif kind == "cast":
         addr = move[1]
         n = b.casts - w.casts_left[addr]
@@ -233,7 +254,11 @@ def apply(w: World, move: tuple, b: Bounds) -> None:
         w.collect(addr)
     elif kind == "tick":
         w.ticks += 1
-        due = [(d, a) for a, ep in w.eps.items() if ep.alive and (d := ep.next_deadline())]
+        due = [
+            (d, a)
+            for a, ep in w.eps.items()
+            if ep.alive and a not in w.paused and (d := ep.next_deadline())
+        ]
         if due:
             when, addr = min(due)
             w.now = max(w.now, when)
