@@ -292,7 +292,6 @@ class Endpoint:
         self._layers = layers = [
             cls(ctxs[i], self.view, p) for i, (cls, p) in enumerate(zip(classes, spec.params))
         ]
-        self._n = n
         self._bottom_up = layers[0].up
         self._top_down = layers[-1].down
         passing = set().union(*(c.passes_up | c.passes_down for c in classes))

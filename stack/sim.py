@@ -288,7 +288,6 @@ class Result:
     violations: list
     trace: Trace
     sim: Sim
-    summary: str = ""
     notes: list[str] = field(default_factory=list)
 
     @property

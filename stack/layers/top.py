@@ -26,7 +26,6 @@ class Top(Layer):
         self.leased = False  # becomes True when the stack below provides leases
         self.lease_until = float("inf")
         self.held: deque = deque()  # deliveries (and Safe counts) waiting for a lease
-        self.safe_seen = 0
 
     def up(self, ev: Any) -> None:
         cls = type(ev)
