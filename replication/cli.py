@@ -46,7 +46,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_sim.add_argument("--trace-dir", help="write the trace of every failing seed here")
     p_sim.add_argument("-v", "--verbose", action="store_true", help="print every violation")
 
-    sub.add_parser("demo", help="a simulated 5-member group through a crash and a join")
+    p_demo = sub.add_parser(
+        "demo", help="a replicated bank in 3 processes through a coordinator crash and a join"
+    )
+    p_demo.add_argument("--simulated", action="store_true", help="the simulated-group demo instead")
+    p_demo.add_argument("--seconds", type=float, default=12.0, help="how long the clients run")
+    p_demo.add_argument("--clients", type=int, default=4)
+
+    p_serve = sub.add_parser("serve", help="run one replica of a @replicated class")
+    p_serve.add_argument("cls", metavar="MODULE:CLASS")
+    p_serve.add_argument("--group", required=True)
+    p_serve.add_argument("--listen", required=True, help="host:port (UDP group + TCP clients)")
+    p_serve.add_argument("--seeds", default="", help="comma list of the founding replicas")
+    p_serve.add_argument("--stack", default="total")
+    p_serve.add_argument("--param", action="append", default=[], help="layer.key=value")
+    p_serve.add_argument("--trace", help="append this replica's group trace to this file")
+    p_serve.add_argument("--ns", action="store_true", help="register in the Pyro5 name server")
+    p_serve.add_argument("--ns-host")
+    p_serve.add_argument("--ns-port", type=int)
+
+    p_call = sub.add_parser("call", help="call a method of a replicated object")
+    p_call.add_argument("ref", help="PYROGROUP:name@host:port,... or PYROGROUPNAME:name")
+    p_call.add_argument("method")
+    p_call.add_argument("args", nargs="*", help="JSON values (bare words are strings)")
+    p_call.add_argument("--timeout", type=float, default=30.0)
+    p_call.add_argument("--ns-host")
+    p_call.add_argument("--ns-port", type=int)
+
+    p_status = sub.add_parser("status", help="view, members and counters of every replica")
+    p_status.add_argument("ref")
+    p_status.add_argument("--ns-host")
+    p_status.add_argument("--ns-port", type=int)
 
     p_bench = sub.add_parser("bench", help="benchmarks")
     bsub = p_bench.add_subparsers(dest="what", required=True)
@@ -61,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bk.add_argument("--size", type=int, default=64)
     p_bk.add_argument("--seconds", type=float, default=10)
     p_bk.add_argument("--window", type=int, default=500, help="own casts in flight per member")
+    p_bc = bsub.add_parser("calls", help="replicated Counter.add vs plain Pyro5 (and PySyncObj)")
+    p_bc.add_argument("--replicas", type=int, default=3)
+    p_bc.add_argument("--clients", default="1,32", help="comma list of client counts")
+    p_bc.add_argument("--seconds", type=float, default=5.0)
+    p_bc.add_argument("--failover", action="store_true", help="kill a replica mid-run")
 
     args = parser.parse_args(argv)
     if args.cmd == "sim":
@@ -75,7 +110,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             verbose=args.verbose,
         )
     if args.cmd == "demo":
-        return simtools.demo()
+        if args.simulated:
+            return simtools.demo()
+        from replication.demo import run_demo
+
+        return run_demo(seconds=args.seconds, clients=args.clients)
+    ns = {
+        k: v
+        for k, v in (
+            ("ns_host", getattr(args, "ns_host", None)),
+            ("ns_port", getattr(args, "ns_port", None)),
+        )
+        if v
+    }
+    if args.cmd == "serve":
+        from replication.commands import serve_command
+
+        opts = dict(stack=args.stack, params=_params(args.param) or None, trace_path=args.trace)
+        if args.ns or ns:
+            opts.update(ns_host=args.ns_host or "localhost", ns_port=args.ns_port)
+        return serve_command(args.cls, args.group, args.listen, args.seeds, **opts)
+    if args.cmd == "call":
+        from replication.commands import call_command
+
+        return call_command(args.ref, args.method, args.args, args.timeout, ns)
+    if args.cmd == "status":
+        from replication.commands import status_command
+
+        return status_command(args.ref, ns)
+    if args.cmd == "bench" and args.what == "calls":
+        from replication.bench import bench_calls
+
+        clients = [int(c) for c in args.clients.split(",") if c]
+        return bench_calls(args.replicas, clients, args.seconds, args.failover)
     if args.cmd == "bench" and args.what == "sim":
         return simtools.bench_sim(
             members=args.members,

@@ -42,7 +42,7 @@ def test_unknown_fault_is_a_clear_error():
 
 
 def test_demo_runs_and_the_checker_passes(capsys):
-    assert main(["demo"]) == 0
+    assert main(["demo", "--simulated"]) == 0
     out = capsys.readouterr().out
     assert "m0 crashes" in out and "trace ok" in out
 

@@ -36,8 +36,10 @@ GOSSIP = 0
 
 @dataclass(frozen=True, slots=True)
 class Params:
-    #: seconds between new casts arriving and our counts being gossiped (batches gossip)
-    gossip_delay: float = 0.002
+    #: seconds between new casts arriving and our counts being gossiped. Zero still batches: the
+    #: timer fires after the driver has handled everything that arrived in the same loop tick, and
+    #: client replies wait for this gossip (they are sent once an invocation is Safe)
+    gossip_delay: float = 0.0
     #: seconds between gossips while some cast is not yet stable
     gossip_interval: float = 0.05
 
@@ -57,8 +59,9 @@ class StableLayer(Layer):
         self.matrix = [[0] * n for _ in range(n)]  # row r: counts member r reported
         self.mins = (0,) * n
         self.maxs = (0,) * n
-        self.timer_set = False
-        self.dirty = False
+        self.timer_set = False  # the periodic repair gossip
+        self.dirty = False  # the prompt gossip after new casts (its own timer, never delayed by
+        # the periodic one: a reply waits for it)
         self.frozen: tuple[int, ...] | None = None
 
     def down(self, ev: Any) -> None:
@@ -79,7 +82,7 @@ class StableLayer(Layer):
             self.counts[ev.origin] += 1
             if not self.dirty:
                 self.dirty = True
-                self._arm(self.params.gossip_delay)
+                self.ctx.set_timer(self.params.gossip_delay, "prompt")
             self.ctx.up(ev)
         elif cls is ControlIn:
             h = ev.hdrs.pop()
@@ -94,8 +97,12 @@ class StableLayer(Layer):
             else:
                 self.ctx.count("stable.bad_header")
         elif cls is Timer:
-            self.timer_set = False
-            self._gossip()
+            if ev.token == "prompt":
+                if self.dirty:
+                    self._gossip()
+            else:
+                self.timer_set = False
+                self._gossip()
         else:
             self.ctx.up(ev)
 

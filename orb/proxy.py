@@ -1,0 +1,256 @@
+"""The client side: a thread-safe proxy for a replicated object, with failover and exactly-once retries.
+
+Why the proxy numbers requests: a call that times out or loses its connection is retried at another
+replica under the same (client id, request id), and the replicas' reply cache makes the retry return
+the original result instead of executing twice. The proxy also reports the highest request id below
+which everything has completed, so replicas can drop old cache entries.
+
+Why it learns views: every reply can carry the current membership, so a reference that still names
+one live replica heals itself; updates go to the coordinator (the sequencer) first, which saves a
+hop, and `@query(local=True)` calls are spread over all replicas.
+
+Unlike a Pyro5 proxy, one `GroupProxy` may be shared by threads: each call borrows a connection
+from a small per-replica pool.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from Pyro5 import errors as pyro_errors
+
+from orb import errors
+from orb.refs import GroupRef, object_id, parse_ref
+from orb.wire import Connection
+from state.codec import SerializationError, dumps, loads
+
+_CONNECTION_ERRORS = (OSError, EOFError, pyro_errors.ProtocolError, pyro_errors.CommunicationError)
+
+
+class _Pool:
+    def __init__(self, obj: str, size: int, connect_timeout: float, ssl_context) -> None:
+        self.obj = obj
+        self.size = size
+        self.connect_timeout = connect_timeout
+        self.ssl_context = ssl_context
+        self.idle: dict[str, list[Connection]] = defaultdict(list)
+        self.lock = threading.Lock()
+
+    def get(self, addr: str) -> Connection:
+        with self.lock:
+            idle = self.idle[addr]
+            if idle:
+                return idle.pop()
+        return Connection(addr, self.obj, self.connect_timeout, self.ssl_context)
+
+    def put(self, conn: Connection) -> None:
+        with self.lock:
+            idle = self.idle[conn.addr]
+            if len(idle) < self.size:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def drop(self, addr: str) -> None:
+        with self.lock:
+            conns = self.idle.pop(addr, [])
+        for c in conns:
+            c.close()
+
+    def close(self) -> None:
+        with self.lock:
+            conns = [c for cs in self.idle.values() for c in cs]
+            self.idle.clear()
+        for c in conns:
+            c.close()
+
+
+class GroupProxy:
+    """Call methods of a replicated object: `proxy.add(5)`.
+
+    `timeout` bounds a whole call including failover; `attempt_timeout` bounds one try at one
+    replica (then the proxy moves on, keeping the request id).
+    """
+
+    def __init__(
+        self,
+        ref: str | GroupRef,
+        *,
+        timeout: float = 30.0,
+        attempt_timeout: float = 3.0,
+        pool_size: int = 8,
+        ns_host: str | None = None,
+        ns_port: int | None = None,
+        ssl_context: Any = None,
+    ) -> None:
+        ref = parse_ref(ref, ns_host, ns_port)
+        self._group = ref.group
+        self._members: list[str] = list(ref.members)
+        self._coord: str | None = None
+        self._vid: list | None = None
+        self._timeout = timeout
+        self._attempt_timeout = attempt_timeout
+        self._pool = _Pool(object_id(ref.group), pool_size, min(attempt_timeout, 2.0), ssl_context)
+        self._client_id = os.urandom(8)
+        self._lock = threading.Lock()
+        self._next_rid = 1
+        self._outstanding: set[int] = set()
+        self._methods: dict[str, str] | None = None
+        self._rr = itertools.count()
+        self.failovers = 0  # calls that had to move to another replica (for reports and tests)
+
+    # --- Pyro5-like surface -----------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Method(self, name)
+
+    def __enter__(self) -> GroupProxy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return tuple(self._members)
+
+    def __repr__(self) -> str:
+        return f"<GroupProxy {GroupRef(self._group, tuple(self._members))}>"
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    def _invoke(self, method: str, args: tuple, kwargs: dict) -> Any:
+        try:
+            payload = dumps([list(args), kwargs], root=f"{method}()")
+        except SerializationError as e:
+            raise SerializationError(f"argument of {method}() cannot be sent: {e}") from None
+        kinds = self._methods or self._describe()
+        kind = kinds.get(method)
+        if kind is None:
+            raise AttributeError(
+                f"replicated object {self._group!r} has no method {method!r} "
+                f"(it has: {', '.join(sorted(kinds))})"
+            )
+        local = kind == "local"
+        with self._lock:
+            rid = self._next_rid
+            self._next_rid += 1
+            self._outstanding.add(rid)
+            done = min(self._outstanding) - 1
+        try:
+            status, body = self._call_any(
+                "invoke",
+                [self._client_id, rid, method, payload, done, int(local), self._vid],
+                local,
+            )
+        finally:
+            with self._lock:
+                self._outstanding.discard(rid)
+        if status == errors.OK:
+            return loads(body)
+        if status == errors.ERROR:
+            raise errors.decode_exception(body)
+        raise errors.RemoteError("Cohort", f"unexpected reply status {status}: {body!r}")
+
+    def _describe(self) -> dict[str, str]:
+        _status, body = self._call_any("describe", [], True)
+        self._methods = body
+        return body
+
+    def _candidates(self, local: bool) -> list[str]:
+        members = list(self._members)
+        if local and members:
+            k = next(self._rr) % len(members)
+            return members[k:] + members[:k]
+        if self._coord in members:
+            members.remove(self._coord)
+            members.insert(0, self._coord)
+        return members
+
+    def _call_any(self, method: str, args: list, local: bool) -> tuple[int, Any]:
+        deadline = time.monotonic() + self._timeout
+        failures: dict[str, str] = {}
+        backoff = 0.02
+        first = True
+        while True:
+            for addr in self._candidates(local):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if not first:
+                    self.failovers += 1
+                first = False
+                try:
+                    conn = self._pool.get(addr)
+                except _CONNECTION_ERRORS as e:
+                    failures[addr] = f"connect failed: {e}"
+                    continue
+                try:
+                    reply = conn.call(method, args, min(left, self._attempt_timeout))
+                except _CONNECTION_ERRORS as e:
+                    self._pool.drop(addr)
+                    failures[addr] = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                    continue
+                self._pool.put(conn)
+                if method == "describe":
+                    self._learn(reply.get("view"))
+                    return errors.OK, reply["methods"]
+                status, body, view = reply
+                self._learn(view)
+                if status == errors.NO_QUORUM:
+                    failures[addr] = f"no quorum: {body}"
+                    continue
+                if status == errors.RETRY:
+                    failures[addr] = f"not serving: {body}"
+                    continue
+                if status == errors.STALE:
+                    raise errors.RemoteError("Cohort", body)
+                return status, body
+            if time.monotonic() >= deadline:
+                raise self._give_up(failures)
+            time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+            backoff = min(backoff * 2, 0.5)
+
+    def _learn(self, view: list | None) -> None:
+        """Adopt the membership a replica reported (only newer views replace older ones)."""
+        if not view:
+            return
+        vid, members = view[0], view[1]
+        if self._vid is None or tuple(vid) > tuple(self._vid):
+            self._vid = vid
+            self._members = list(members)
+            self._coord = members[0] if members else None
+
+    def _give_up(self, failures: dict[str, str]) -> Exception:
+        tried = "; ".join(f"{a}: {why}" for a, why in failures.items()) or "no replica addresses"
+        if failures and all(why.startswith("no quorum") for why in failures.values()):
+            return errors.NoQuorum(
+                f"group {self._group!r}: every replica reached is cut off from a majority ({tried}). "
+                "Restart the missing replicas or heal the network; the call may be retried safely."
+            )
+        return errors.GroupUnavailable(
+            f"group {self._group!r}: no replica answered within {self._timeout:g}s. Tried {tried}. "
+            f"Check that the replicas run (`cohort status {GroupRef(self._group, tuple(self._members))}`)"
+            " and that these addresses are reachable from here."
+        )
+
+
+class _Method:
+    __slots__ = ("_proxy", "_name")
+
+    def __init__(self, proxy: GroupProxy, name: str) -> None:
+        self._proxy = proxy
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._proxy._invoke(self._name, args, kwargs)

@@ -1,0 +1,158 @@
+"""`cohort bench calls`: replicated `Counter.add` against plain Pyro5 (and PySyncObj) in the same run.
+
+Why ratios: absolute numbers on a shared 2-core machine move from run to run; the baselines are
+measured right beside ours, with the same client threads, so the ratio is what to compare.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+
+from replication.demo import reap, replica_status, spawn_replica, wait_ready
+from stack.aio import free_udp_ports
+
+PLAIN_SERVER = """
+import sys
+from Pyro5 import api, config
+config.SERIALIZER = "msgpack"
+config.SERVERTYPE = "thread"
+config.THREADPOOL_SIZE = 64
+@api.expose
+class Counter:
+    value = 0
+    def add(self, n):
+        Counter.value += n
+        return Counter.value
+daemon = api.Daemon(host="127.0.0.1", port=int(sys.argv[1]))
+daemon.register(Counter, "counter")
+print("ready", flush=True)
+daemon.requestLoop()
+"""
+
+
+def _run_clients(
+    make_call: Callable[[], Callable[[], object]], clients: int, seconds: float
+) -> dict:
+    stop = threading.Event()
+    lat: list[list[float]] = [[] for _ in range(clients)]
+    starts: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0]
+
+    def worker(i: int) -> None:
+        call = make_call()
+        mine, mstart = lat[i], starts[i]
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                call()
+            except Exception:
+                errors[0] += 1
+                continue
+            mine.append(time.perf_counter() - t0)
+            mstart.append(t0)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    elapsed = time.perf_counter() - t0
+    all_lat = sorted(x for xs in lat for x in xs)
+    n = len(all_lat)
+    pairs = sorted((s, d) for ss, ds in zip(starts, lat) for s, d in zip(ss, ds))
+    return {
+        "calls": n,
+        "rate": n / elapsed,
+        "p50": all_lat[n // 2] * 1000 if n else float("nan"),
+        "p99": all_lat[min(n - 1, int(n * 0.99))] * 1000 if n else float("nan"),
+        "max": all_lat[-1] * 1000 if n else float("nan"),
+        "errors": errors[0],
+        "series": pairs,
+        "t0": t0,
+    }
+
+
+def _plain_pyro(port: int) -> tuple[subprocess.Popen, Callable[[], Callable[[], object]]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PLAIN_SERVER, str(port)], stdout=subprocess.PIPE, text=True
+    )
+    proc.stdout.readline()
+
+    def make_call():
+        from Pyro5 import api, config
+
+        config.SERIALIZER = "msgpack"
+        proxy = api.Proxy(f"PYRO:counter@127.0.0.1:{port}")
+        return lambda: proxy.add(1)
+
+    return proc, make_call
+
+
+def bench_calls(replicas: int, client_counts: list[int], seconds: float, failover: bool) -> int:
+    from replication import connect
+
+    ports = free_udp_ports(replicas + 1)
+    addrs = [f"127.0.0.1:{p}" for p in ports[:replicas]]
+    log_dir = tempfile.mkdtemp(prefix="cohort-bench-")
+    procs = [spawn_replica("samples.counter:Counter", "counter", a, addrs, log_dir) for a in addrs]
+    plain, plain_call = _plain_pyro(ports[-1])
+    procs.append(plain)
+    ref = f"PYROGROUP:counter@{','.join(addrs)}"
+    try:
+        wait_ready("counter", addrs, 30)
+        shared = connect(ref)
+
+        def replicated_call():
+            return lambda: shared.add(1)
+
+        shared.add(0)
+        print(f"cohort bench calls: {replicas} replicas, {seconds:g}s per run, Counter.add(1)")
+        print(f"{'clients':>8} {'system':<12}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
+        for clients in client_counts:
+            base = _run_clients(plain_call, clients, seconds)
+            ours = _run_clients(replicated_call, clients, seconds)
+            print(
+                f"{clients:>8} {'pyro5 plain':<12}{base['rate']:>10.0f}{base['p50']:>9.2f}{base['p99']:>9.2f}"
+            )
+            print(
+                f"{clients:>8} {'cohort':<12}{ours['rate']:>10.0f}{ours['p50']:>9.2f}{ours['p99']:>9.2f}"
+                f"{ours['rate'] / base['rate']:>7.2f}x"
+            )
+            print(
+                f"{'':>8} p50 ratio cohort/plain: {ours['p50'] / base['p50']:.2f}x"
+                f"   errors: {ours['errors']}"
+            )
+        _pysyncobj_note()
+        if failover:
+            st = replica_status("counter", addrs[0]) or {}
+            coord = (st.get("members") or addrs)[0]
+            victim = procs[addrs.index(coord)]
+            timer = threading.Timer(seconds / 2, lambda: victim.send_signal(signal.SIGKILL))
+            timer.start()
+            run = _run_clients(replicated_call, 1, seconds)
+            print(
+                f"failover: SIGKILL of the coordinator {coord} mid-run: longest stall "
+                f"{run['max']:.0f} ms, {run['calls']} calls, {run['errors']} errors"
+            )
+        shared.close()
+    finally:
+        reap(procs)
+    return 0
+
+
+def _pysyncobj_note() -> None:
+    try:
+        import pysyncobj  # noqa: F401
+    except ImportError:
+        print("pysyncobj not installed: PySyncObj comparison skipped (pip install pysyncobj)")
+        return
+    print("pysyncobj installed, but its comparison is not implemented yet")

@@ -1,0 +1,101 @@
+"""`cohort serve`, `cohort call` and `cohort status`: a replicated class from the shell."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Any
+
+from orb.refs import object_id, parse_ref
+from orb.wire import Connection
+
+
+def load_class(spec: str) -> type:
+    """`package.module:Class` -> the class (the current directory is importable, like `python -m`)."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise SystemExit(
+            f"give the class as MODULE:CLASS (e.g. samples.counter:Counter), not {spec!r}"
+        )
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as e:
+        raise SystemExit(f"cannot import {module!r}: {e}") from None
+    for part in name.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise SystemExit(f"{module!r} has no attribute {name!r}")
+    return obj
+
+
+def serve_command(cls_spec: str, group: str, listen: str, seeds: str, **options: Any) -> int:
+    from replication.replica import serve
+
+    serve(load_class(cls_spec), group, listen, seeds or listen, **options)
+    return 0
+
+
+def call_command(ref: str, method: str, args: list[str], timeout: float, ns: dict) -> int:
+    from replication import connect
+
+    values = []
+    for a in args:
+        try:
+            values.append(json.loads(a))
+        except json.JSONDecodeError:
+            values.append(a)  # a bare word is a string: `cohort call REF put key value`
+    with connect(ref, timeout=timeout, **ns) as proxy:
+        result = getattr(proxy, method)(*values)
+    print(json.dumps(result, default=repr))
+    return 0
+
+
+def status_command(ref: str, ns: dict) -> int:
+    gref = parse_ref(ref, **ns)
+    rows = []
+    members = list(gref.members)
+    seen: set[str] = set()
+    while members:
+        addr = members.pop(0)
+        if addr in seen:
+            continue
+        seen.add(addr)
+        try:
+            conn = Connection(addr, object_id(gref.group), 2.0)
+            st = conn.call("status", [], 5.0)
+            conn.close()
+        except Exception as e:
+            rows.append({"addr": addr, "error": f"{type(e).__name__}: {e}"})
+            continue
+        rows.append(st)
+        members += [m for m in st.get("members", []) if m not in seen]
+    print(f"group {gref.group!r}")
+    head = f"{'replica':<22}{'role':<8}{'view':<26}{'members':>8}{'ready':>7}{'applied':>9}  digest"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        if "error" in r:
+            print(f"{r['addr']:<22}{'down':<8}{r['error']}")
+            continue
+        role = "coord" if r["members"] and r["members"][0] == r["addr"] else "member"
+        vid = f"({r['vid'][0]},{r['vid'][1]})" if r["vid"] else "-"
+        if not r["primary"]:
+            role = "minority"
+        digest = (r["digest"] or "-")[:12]
+        print(
+            f"{r['addr']:<22}{role:<8}{vid:<26}{len(r['members']):>8}{str(r['ready']):>7}"
+            f"{r['applied']:>9}  {digest}"
+        )
+    for r in rows:
+        if "error" in r:
+            continue
+        counters = {k: v for k, v in r["counters"].items() if "bad" in k or "malformed" in k}
+        print(
+            f"{r['addr']}: stack {r['stack']}, style {r['style']}, stats {r['stats']}, "
+            f"cache {r['cache_entries']}, dropped {counters or 'none'}"
+        )
+    up = [r for r in rows if "error" not in r]
+    return 0 if up else 1

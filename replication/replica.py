@@ -1,0 +1,337 @@
+"""A running replica: one asyncio loop (in its own thread) driving the group, the core and the server.
+
+Why one loop: deliveries, Safe reports and client calls all meet in the `Engine`; with the group
+stack, the Pyro5-protocol server and the core on one loop there are no locks and no thread hand-offs
+on the call path (design.md §7). User methods run on that loop, in delivery order; a method that
+blocks for long delays heartbeats, so keep replicated methods short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from orb import errors as st
+from orb.refs import GroupRef, object_id, register, unregister
+from orb.wire import WireServer, parse_addr
+from replication.api import class_info
+from replication.engine import Engine
+from stack import aio
+from stack.events import Block, Deliver, DeliverSend, Exit, Safe
+from stack.events import View as ViewEv
+
+log = logging.getLogger("cohort.replica")
+
+
+class Replica:
+    """One replica of a replicated class, embeddable: `Replica(Counter, ...).start()` / `.stop()`.
+
+    `listen` ("host:port") is both the replica's identity in the group (UDP) and the address of its
+    Pyro5-protocol server (TCP, same port number). `seeds` are the addresses of the group's founding
+    replicas; a group forms when a majority of them has started.
+    """
+
+    def __init__(
+        self,
+        cls: type,
+        group: str,
+        listen: str,
+        seeds: list[str] | tuple[str, ...] | str,
+        *,
+        stack: str = "total",
+        params: dict | None = None,
+        args: tuple = (),
+        kwargs: dict | None = None,
+        join_timeout: float = 30.0,
+        quorum_timeout: float = 3.0,
+        trace_path: str | None = None,
+        ns_host: str | None = None,
+        ns_port: int | None = None,
+        ssl_context: Any = None,
+        rejoin: bool = True,
+    ) -> None:
+        class_info(cls)  # fail now, not in the loop thread
+        parse_addr(listen)
+        if isinstance(seeds, str):
+            seeds = [s for s in seeds.split(",") if s]
+        self.cls = cls
+        self.group_name = group
+        self.listen = listen
+        self.seeds = list(seeds) or [listen]
+        self.stack = stack
+        self.params = params
+        self.args = args
+        self.kwargs = kwargs
+        self.join_timeout = join_timeout
+        self.quorum_timeout = quorum_timeout
+        self.trace_path = trace_path
+        self.ns = (ns_host, ns_port) if ns_host or ns_port else None
+        self.ssl_context = ssl_context
+        self.rejoin = rejoin
+        self.engine: Engine | None = None
+        self.group: aio.Group | None = None
+        self.view_history: list[tuple] = []
+        self._blocked_since: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: WireServer | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, timeout: float | None = None) -> Replica:
+        """Join the group, receive the state, start serving; return when calls can be answered."""
+        self._thread = threading.Thread(
+            target=self._run, name=f"replica-{self.listen}", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout if timeout is not None else self.join_timeout + 30):
+            self.kill()
+            raise TimeoutError(f"replica {self.listen} of {self.group_name!r} did not become ready")
+        if self._error is not None:
+            raise self._error
+        if self.ns:
+            register(self.group_name, self.listen, *self.ns)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Leave the group gracefully (the others install a view without us) and shut down."""
+        if self._loop is None or self._stopping:
+            return
+        self._stopping = True
+        if self.ns:
+            unregister(self.group_name, self.listen, *self.ns)
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(graceful=True), self._loop)
+        try:
+            fut.result(timeout + 1)
+        except Exception:
+            pass
+        self._join_thread()
+
+    def kill(self) -> None:
+        """Stop dead, without leaving (the others detect a crash): for tests and demos."""
+        if self._loop is None:
+            return
+        self._stopping = True
+        try:
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(graceful=False), self._loop)
+            fut.result(2)
+        except Exception:
+            pass
+        self._join_thread()
+
+    def _join_thread(self) -> None:
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    @property
+    def ref(self) -> GroupRef:
+        members = self.engine.view.members if self.engine and self.engine.view else self.seeds
+        return GroupRef(self.group_name, tuple(members))
+
+    def status(self) -> dict:
+        """A snapshot of this replica for `cohort status` (thread-safe)."""
+        if self._loop is None or not self._loop.is_running():
+            return {"addr": self.listen, "running": False}
+        fut = asyncio.run_coroutine_threadsafe(self._status(), self._loop)
+        return fut.result(5)
+
+    # --- the loop thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._boot())
+        except BaseException as e:  # reported by start()
+            self._error = e
+            self._ready.set()
+        if self._error is None:
+            loop.run_forever()
+        for t in asyncio.all_tasks(loop):
+            t.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+
+    async def _boot(self) -> None:
+        host, port = parse_addr(self.listen)
+        self._server = WireServer(
+            {
+                object_id(self.group_name): {
+                    "invoke": self._invoke,
+                    "describe": self._describe,
+                    "status": self._status,
+                }
+            }
+        )
+        await self._server.start(host, port, ssl=self.ssl_context)
+        await self._join()
+        self._spawn(self._watch_quorum())
+
+    async def _join(self) -> None:
+        self.group = await aio.join(
+            self.group_name,
+            self.listen,
+            self.seeds,
+            stack=self.stack,
+            params=self.params,
+            timeout=self.join_timeout,
+            trace_path=self.trace_path,
+        )
+        group = self.group
+
+        def cast(payload: bytes) -> None:
+            group.ep.cast(payload)
+            group._pump()
+
+        def send(member: str, payload: bytes) -> None:
+            try:
+                group.send(member, payload)
+            except ValueError:
+                pass  # the member left the view: the transfer restarts in the next one
+
+        self.engine = Engine(self.cls, self.listen, cast, send, self.args, self.kwargs or {})
+        self._spawn(self._pump(group, self.engine))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, group: aio.Group, engine: Engine) -> None:
+        """Feed the group's events to the core, in order."""
+        loop = asyncio.get_running_loop()
+        async for ev in group:
+            cls = type(ev)
+            if cls is Deliver:
+                engine.on_deliver(ev.origin, ev.payload)
+            elif cls is Safe:
+                engine.on_safe(ev.count)
+            elif cls is DeliverSend:
+                engine.on_send(ev.origin, ev.payload)
+            elif cls is ViewEv:
+                self._blocked_since = None
+                engine.on_view(ev.view)
+                self.view_history.append((tuple(ev.view.vid), tuple(ev.view.members)))
+                log.info("%s: view %s", self.listen, ev.view)
+            elif cls is Block:
+                self._blocked_since = loop.time()
+            elif cls is Exit:
+                engine.on_exit(ev.reason)
+                log.warning("%s: left the group: %s", self.listen, ev.reason)
+            if engine.ready and not self._ready.is_set():
+                self._ready.set()
+        if not self._stopping and self.rejoin:
+            log.warning("%s: rejoining the group as a new member", self.listen)
+            group.close()
+            await asyncio.sleep(0.2)
+            try:
+                await self._join()
+            except aio.JoinTimeout as e:
+                log.error("%s: could not rejoin: %s", self.listen, e)
+
+    async def _watch_quorum(self) -> None:
+        """A member blocked in a flush for long is cut off from the primary: fail its calls fast."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.quorum_timeout / 4)
+            since = self._blocked_since
+            if since is not None and loop.time() - since > self.quorum_timeout and self.engine:
+                self.engine.fail_waiters(st.NO_QUORUM, f"{self.listen} is cut off from a majority")
+
+    async def _shutdown(self, graceful: bool) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self.group is not None:
+            if graceful:
+                try:
+                    await self.group.leave(timeout=3.0)
+                except Exception:
+                    self.group.close()
+            else:
+                self.group.close()
+
+    # --- the dispatcher object -------------------------------------------------------------------
+
+    async def _invoke(
+        self, cid: bytes, rid: int, method: str, payload: bytes, done: int, local: int, vid: Any
+    ) -> list:
+        engine = self.engine
+        if engine is None:
+            return [st.RETRY, f"{self.listen} is joining", None]
+        fut = asyncio.get_running_loop().create_future()
+
+        def reply(status: int, body: Any) -> None:
+            if not fut.done():
+                fut.set_result((status, body))
+
+        since = self._blocked_since
+        if since is not None and time.monotonic() - since > self.quorum_timeout:
+            reply(st.NO_QUORUM, f"{self.listen} is cut off from a majority")
+        else:
+            engine.submit(cid, rid, method, payload, done, bool(local), reply)
+        status, body = await fut
+        view = engine.view
+        known = (
+            None
+            if view is None or (vid and tuple(vid) == tuple(view.vid))
+            else [
+                list(view.vid),
+                list(view.members),
+            ]
+        )
+        return [status, body, known]
+
+    def _describe(self) -> dict:
+        view = self.engine.view if self.engine else None
+        return {
+            "methods": class_info(self.cls).describe(),
+            "view": [list(view.vid), list(view.members)] if view else None,
+        }
+
+    async def _status(self) -> dict:
+        e = self.engine
+        view = e.view if e else None
+        return {
+            "addr": self.listen,
+            "group": self.group_name,
+            "running": True,
+            "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
+            "style": class_info(self.cls).style,
+            "stack": self.stack,
+            "vid": list(view.vid) if view else None,
+            "members": list(view.members) if view else [],
+            "primary": bool(view and view.primary),
+            "ready": bool(e and e.ready),
+            "applied": e.applied if e else 0,
+            "digest": e.state_digest() if e and e.ready else None,
+            "cache_entries": len(e.cache) if e else 0,
+            "stats": dict(e.stats) if e else {},
+            "transfers": list(e.xfer_log) if e else [],
+            "views": [[list(v), list(m)] for v, m in self.view_history],
+            "counters": dict(self.group.ep.counters) if self.group else {},
+        }
+
+
+def serve(cls: type, group: str, listen: str, seeds: list[str] | str, **options: Any) -> None:
+    """Run a replica until SIGINT/SIGTERM, then leave the group gracefully."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    replica = Replica(cls, group, listen, seeds, **options).start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("serving %s as %s at %s", cls.__name__, group, listen)
+    while not stop.wait(0.5):
+        pass
+    replica.stop()
