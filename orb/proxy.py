@@ -182,13 +182,16 @@ class GroupProxy:
         failures: dict[str, str] = {}
         backoff = 0.02
         first = True
+        refusals = 0  # rounds in a row in which every replica said "no quorum"
         while True:
-            for addr in self._candidates(local):
+            candidates = self._candidates(local)
+            for addr in candidates:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 if not first:
-                    self.failovers += 1
+                    with self._lock:
+                        self.failovers += 1
                 first = False
                 try:
                     conn = self._pool.get(addr)
@@ -216,7 +219,11 @@ class GroupProxy:
                 if status == errors.STALE:
                     raise errors.RemoteError("Cohort", body)
                 return status, body
-            if time.monotonic() >= deadline:
+            if all(failures.get(a, "").startswith("no quorum") for a in candidates):
+                refusals += 1
+            else:
+                refusals = 0
+            if time.monotonic() >= deadline or refusals >= 5:
                 raise self._give_up(failures)
             time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
             backoff = min(backoff * 2, 0.5)

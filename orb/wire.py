@@ -108,7 +108,11 @@ class WireServer:
                 self._count("orb.refused_serializer")
                 return
             if msg.type == protocol.MSG_CONNECT:
-                data = ser.loads(msg.data)
+                try:
+                    data = ser.loads(msg.data)
+                except Exception:
+                    self._count("orb.bad_message")
+                    return
                 obj_methods = self.objects.get(
                     data.get("object") if isinstance(data, dict) else None
                 )

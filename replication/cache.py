@@ -54,17 +54,21 @@ class ReplyCache:
         return sum(len(p) for p in self.entries.values())
 
     def dump(self) -> list[Any]:
-        return [
-            [cid, self.done.get(cid, 0), [[rid, s, b] for rid, (s, b) in per.items()]]
+        """Rows [cid, done, items, listed]; `listed` keeps a client whose entries were all pruned
+        in the LRU order, so a joiner's cache (and state digest) equals its donor's."""
+        rows = [
+            [cid, self.done.get(cid, 0), [[rid, s, b] for rid, (s, b) in per.items()], True]
             for cid, per in self.entries.items()
-        ] + [[cid, d, []] for cid, d in self.done.items() if cid not in self.entries]
+        ]
+        rows += [[cid, d, [], False] for cid, d in self.done.items() if cid not in self.entries]
+        return rows
 
     @classmethod
     def load(cls, data: list[Any]) -> ReplyCache:
         cache = cls()
-        for cid, done, items in data:
+        for cid, done, items, listed in data:
             if done:
                 cache.done[cid] = done
-            if items:
+            if listed:
                 cache.entries[cid] = {rid: (s, b) for rid, s, b in items}
         return cache

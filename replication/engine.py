@@ -105,6 +105,9 @@ class Engine:
         self.unsafe_keys: set[tuple] = set()
         self.buffer: list[tuple] = []  # (view index, pos, origin, msg) until the snapshot arrives
         self.passive_pending: OrderedDict[tuple, list] = OrderedDict()
+        #: passive coordinator: invocations run whose PUPD is not delivered yet (no second run,
+        #: and no reply before the PUPD is Safe)
+        self.executing: set[tuple] = set()
         self.outgoing: dict[str, list] = {}  # donor side: joiner -> [xid, chunks, next, acked]
         self.incoming: Any = None  # joiner side: (xid, donor, vid, pos, applied, Assembler)
         self.complete: Any = (
@@ -145,7 +148,7 @@ class Engine:
             self._cast(_pack([QRY, cid, rid, method, payload, now, seed]))
             return
         key = (cid, rid)
-        if self.ready:
+        if self.ready and key not in self.executing:
             entry = self.cache.get(cid, rid)
             if entry is not None and key not in self.unsafe_keys:
                 return reply(*entry)
@@ -276,6 +279,9 @@ class Engine:
             self.cache.forget_upto(cid, done)
             if self.cache.get(cid, rid) is not None:
                 self.stats["duplicates"] += 1
+            elif key in self.executing:  # passive: its PUPD is on the way and settles it
+                self.stats["duplicates"] += 1
+                return
             elif self.cache.is_stale(cid, rid):
                 self.stats["stale"] += 1
                 self._settle_stale(key)
@@ -303,9 +309,11 @@ class Engine:
             _, exec_no, cid, rid, status, body, update, delta = msg
             key = (cid, rid)
             self.passive_pending.pop(key, None)
-            if exec_no > self.applied:
+            self.executing.discard(key)
+            if exec_no > self.applied:  # not the coordinator (it applied when it ran the call)
                 self.applied = exec_no
                 self._apply_update(update, delta)
+            if self.cache.get(cid, rid) is None:
                 self.cache.store(cid, rid, (status, body))
                 self.stats["executed"] += 1
             self._settle(key, pos, current)
@@ -323,8 +331,8 @@ class Engine:
 
     def _passive_execute(self, msg: list) -> None:
         _, cid, rid, method, payload, done, now, seed = msg
-        if self.cache.get(cid, rid) is not None:
-            self.passive_pending.pop((cid, rid), None)
+        key = (cid, rid)
+        if self.cache.get(cid, rid) is not None or key in self.executing:
             return
         status, body = self._run(method, payload, now, seed)
         if hasattr(self.obj, "get_update"):
@@ -332,8 +340,7 @@ class Engine:
         else:
             update, delta = self._state_bytes(), False
         self.applied += 1
-        self.cache.store(cid, rid, (status, body))
-        self.passive_pending.pop((cid, rid), None)
+        self.executing.add(key)
         self._cast(_pack([PUPD, self.applied, cid, rid, status, body, update, delta]))
 
     def _apply_update(self, update: bytes, delta: bool) -> None:
@@ -354,9 +361,11 @@ class Engine:
             if replies:
                 self.waiters[key] = replies
             return
-        if replies and entry is not None:
-            for r in replies:
+        for r in replies or ():
+            if entry is not None:
                 r(*entry)
+            else:
+                r(st.STALE, f"request {key[1]} already completed and was forgotten")
 
     def _settle_stale(self, key: tuple) -> None:
         for r in self.waiters.pop(key, ()):
@@ -376,9 +385,11 @@ class Engine:
         self.unsafe_keys.discard(key)
         entry = self.cache.get(*key)
         replies = self.waiters.pop(key, None)
-        if replies and entry is not None:
-            for r in replies:
+        for r in replies or ():
+            if entry is not None:
                 r(*entry)
+            else:  # pruned meanwhile: the client completed it elsewhere and moved on
+                r(st.STALE, f"request {key[1]} already completed and was forgotten")
 
     def _release_all(self) -> None:
         while self.unsafe:
@@ -536,8 +547,17 @@ class Engine:
         cut = self.views.index(vid) if vid in self.views else len(self.views) - 1
         last = len(self.views) - 1
         buffered, self.buffer = self.buffer, []
+        for vi, p, _origin, msg in buffered:
+            # updates before the cut in this view are in the snapshot but maybe not yet uniform:
+            # hold their replies (and retries of them) until they are Safe here
+            if vi == last and vi == cut and p < pos and msg[0] in (INV, PUPD) and p >= self.safe:
+                key = (msg[1], msg[2]) if msg[0] == INV else (msg[2], msg[3])
+                if key not in self.unsafe_keys and self.cache.get(*key) is not None:
+                    self.unsafe_keys.add(key)
+                    self.unsafe.append((p, key, None, 0, b""))
         for key in [k for k in self.waiters if len(k) == 2 and self.cache.get(*k) is not None]:
-            self._settle(key, pos - 1, current=True)  # executed before the cut, in this view
+            if key not in self.unsafe_keys:
+                self._settle(key, -1, current=True)  # executed in an earlier view: uniform
         for vi, p, origin, msg in buffered:
             if vi < cut or (vi == cut and p < pos):
                 if msg[0] == QRY and origin == self.me:  # answered by nobody: let the client retry

@@ -330,22 +330,22 @@ def test_pt2pt_passes_foreign_controls_and_counts_bad_headers():
 # --- stable --------------------------------------------------------------------------------------
 
 
-def test_stable_counts_deliveries_and_gossips_them_after_a_short_delay():
+def test_stable_counts_deliveries_and_gossips_them_at_the_end_of_the_tick():
     s, ctx = make(StableLayer)
     for origin in (0, 0, 1):
         s.up(Deliver(origin, b"m", []))
     assert ctx.ups == [Deliver(0, b"m", []), Deliver(0, b"m", []), Deliver(1, b"m", [])]
-    assert ctx.timers == [(0.002, "gossip")]  # one timer for the batch
+    assert ctx.timers == [(0.0, "prompt")]  # one timer for the batch (fires after the tick)
     ctx.take()
 
-    fire(s, ctx, "gossip")
+    fire(s, ctx, "prompt")
     ups, downs = ctx.take()
     assert downs == [
         Stable((0, 0, 0), (2, 1, 0)),  # maxs now include our own counts
         Control(None, b"", [(stable.GOSSIP, [2, 1, 0])]),
     ]
     assert ups == [Stable((0, 0, 0), (2, 1, 0))]
-    assert ctx.timers == [(pytest.approx(0.052), "gossip")]  # unstable: gossip again
+    assert ctx.timers == [(pytest.approx(0.05), "gossip")]  # unstable: gossip again
 
 
 def test_stable_gossip_from_the_others_yields_mins_and_maxs_up_and_down():
@@ -370,7 +370,7 @@ def test_stable_counts_are_frozen_once_blocked():
     assert ctx.ups[-1] == Deliver(1, b"later", [])  # still delivered, not counted as stable
     ctx.take()
 
-    fire(s, ctx, "gossip")
+    fire(s, ctx, "prompt")
     assert ctx.downs[-1] == Control(None, b"", [(stable.GOSSIP, [0, 1, 0])])
     ctx.take()
     s.up(ControlIn(1, b"", [(stable.GOSSIP, [0, 3, 0])]))
@@ -410,6 +410,6 @@ def test_stable_freezes_once_even_when_a_second_ballot_blocks_again():
     s.down(Blocked())
     s.up(Deliver(0, b"late", []))  # held by flush beyond the reported count
     s.down(Blocked())  # a second ballot
-    fire(s, ctx, "gossip")
+    fire(s, ctx, "prompt")
     gossip = [d for d in ctx.downs if isinstance(d, Control)][-1]
     assert gossip.hdrs == [(stable.GOSSIP, [1, 0, 0])]
