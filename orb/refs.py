@@ -55,7 +55,7 @@ def lookup(group: str, ns_host: str | None = None, ns_port: int | None = None) -
 
     try:
         with core.locate_ns(ns_host, ns_port) as ns:
-            found = ns.yplookup(meta_all=[NS_META + group])
+            found = ns.yplookup(meta_all=[NS_META + group], return_metadata=False)
     except errors.NamingError as e:
         raise GroupUnavailable(
             f"no Pyro5 name server found at {ns_host or 'the configured host'}:{ns_port or 'default port'}"

@@ -113,10 +113,21 @@ def class_info(cls: type) -> ClassInfo:
 # --- deterministic time and randomness -----------------------------------------------------------
 
 
-@dataclass
 class CallContext:
-    now: float
-    rng: _random.Random
+    """The agreed values of one call; the generator is seeded only if `random()` is used."""
+
+    __slots__ = ("now", "seed", "_rng")
+
+    def __init__(self, now: float, seed: int) -> None:
+        self.now = now
+        self.seed = seed
+        self._rng: _random.Random | None = None
+
+    @property
+    def rng(self) -> _random.Random:
+        if self._rng is None:
+            self._rng = _random.Random(self.seed)
+        return self._rng
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
@@ -145,7 +156,7 @@ def random() -> float:
 
 
 def run_in_context(now_: float, seed: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    token = _current.set(CallContext(now_, _random.Random(seed)))
+    token = _current.set(CallContext(now_, seed))
     try:
         return fn(*args, **kwargs)
     finally:

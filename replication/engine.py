@@ -9,6 +9,8 @@ Ordered messages (msgpack arrays, cast in total order):
                                                          or the coordinator runs it (passive)
   QRY  [1, cid, rid, method, payload, now, seed]         a linearizable read, run by its origin only
   PUPD [2, exec_no, cid, rid, status, body, update, delta]  passive: the coordinator's result
+  BATCH [3, [INV or QRY, ...]]   the calls a replica received in one event-loop tick, one cast
+                                 (one pass through the stack for many calls; they share a position)
 Point-to-point messages (state transfer, within one view):
   REQ [12, vid]  HDR [11, xid, vid, pos, applied, chunks, size, digest]  CHUNK [10, xid, i, data]
   ACK [14, xid, i]  NOTREADY [13]
@@ -44,7 +46,7 @@ from state import snapshot as snap
 
 log = logging.getLogger("cohort.replica")
 
-INV, QRY, PUPD = 0, 1, 2
+INV, QRY, PUPD, BATCH = 0, 1, 2, 3
 CHUNK, HDR, REQ, NOTREADY, ACK = 10, 11, 12, 13, 14
 #: state-transfer chunks in flight per joiner
 WINDOW = 8
@@ -82,12 +84,18 @@ class Engine:
         send: Callable[[str, bytes], None],
         init_args: tuple = (),
         init_kwargs: dict | None = None,
+        schedule: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
+        """`schedule(fn)` runs `fn` once the driver has handled the current batch of input (the
+        end of an event-loop tick): calls submitted meanwhile leave as one BATCH cast. Without
+        it every call is cast at once."""
         self.info = class_info(cls)
         self.cls = cls
         self.me = me
         self._cast = cast
         self._send = send
+        self._schedule = schedule
+        self.outbox: list[list] = []
         self.init_args = init_args
         self.init_kwargs = init_kwargs or {}
         self.obj: Any = None
@@ -145,7 +153,7 @@ class Engine:
         if m.kind == "query":
             key = (cid, rid, "q")
             self.waiters.setdefault(key, []).append(reply)
-            self._cast(_pack([QRY, cid, rid, method, payload, now, seed]))
+            self._submit_ordered([QRY, cid, rid, method, payload, now, seed])
             return
         key = (cid, rid)
         if self.ready and key not in self.executing:
@@ -160,7 +168,22 @@ class Engine:
         first = key not in self.waiters
         self.waiters.setdefault(key, []).append(reply)
         if first:  # a second waiter (a retry racing its original here) needs no second cast
-            self._cast(_pack([INV, cid, rid, method, payload, done, now, seed]))
+            self._submit_ordered([INV, cid, rid, method, payload, done, now, seed])
+
+    def _submit_ordered(self, msg: list) -> None:
+        if self._schedule is None:
+            self._cast(_pack(msg))
+            return
+        if not self.outbox:
+            self._schedule(self.flush_outbox)
+        self.outbox.append(msg)
+
+    def flush_outbox(self) -> None:
+        out, self.outbox = self.outbox, []
+        if len(out) == 1:
+            self._cast(_pack(out[0]))
+        elif out:
+            self._cast(_pack([BATCH, out]))
 
     # --- group events ----------------------------------------------------------------------------
 
@@ -215,11 +238,19 @@ class Engine:
             log.error("%s: undecodable ordered message from %s dropped", self.me, origin)
             return
         if not self.ready:
-            self.buffer.append((len(self.views) - 1, pos, origin, msg))
+            vi = len(self.views) - 1
+            if msg[0] == BATCH:
+                self.buffer.extend((vi, pos, origin, m) for m in msg[1])
+            else:
+                self.buffer.append((vi, pos, origin, msg))
             if self.complete is not None and self.pos >= self.complete[2]:
                 self._install(*self.complete)
             return
-        self._apply(pos, origin, msg, current=True)
+        if msg[0] == BATCH:
+            for m in msg[1]:
+                self._apply(pos, origin, m, current=True)
+        else:
+            self._apply(pos, origin, msg, current=True)
 
     def on_safe(self, count: int) -> None:
         self.safe = count

@@ -200,7 +200,16 @@ class Replica:
             except ValueError:
                 pass  # the member left the view: the transfer restarts in the next one
 
-        self.engine = Engine(self.cls, self.listen, cast, send, self.args, self.kwargs or {})
+        loop = asyncio.get_running_loop()
+        self.engine = Engine(
+            self.cls,
+            self.listen,
+            cast,
+            send,
+            self.args,
+            self.kwargs or {},
+            schedule=loop.call_soon,  # calls of one loop tick leave as one cast
+        )
         self._spawn(self._pump(group, self.engine))
 
     def _spawn(self, coro) -> None:

@@ -1115,3 +1115,49 @@ def test_view_info_repr_and_fields() -> None:
     info = eng.ViewInfo(view)
     assert info.vid == (4, "b") and info.members == ("b", "c") and info.coordinator == "b"
     assert "primary=True" in repr(info)
+
+
+# --- batching: the calls of one loop tick leave as one cast --------------------------------------
+
+
+def test_calls_of_one_tick_leave_as_one_batch_cast_and_share_its_position():
+    g = Group()
+    ticks: list = []
+    for n in "abc":
+        g.add(n, Counter)
+        g[n]._schedule = ticks.append  # the driver's call_soon
+    g.install(("a", "b", "c"))
+    KIND[eng.BATCH] = "BATCH"
+    rs = [submit(g["b"], "add", 1, rid=i, cid=b"c%d" % i) for i in range(1, 4)]
+    q = submit(g["b"], "get", rid=9, cid=b"q")
+    assert g.casts == [] and len(ticks) == 1  # nothing cast until the end of the tick
+    ticks.pop()()
+    assert g.casts == [("b", "BATCH")]
+    g.deliver()
+    assert all(e.stats["executed"] == 3 for e in g.engines.values())
+    assert not any(r.called for r in rs) and not q.called  # held until Safe covers the batch
+    g.safe()
+    assert sorted(r.value for r in rs) == [1, 2, 3] and q.value == 3
+    assert len(g.digests()) == 1
+
+
+def test_a_batch_buffered_by_a_joiner_is_applied_after_the_cut():
+    g = Group()
+    ticks: list = []
+    for n in "abc":
+        g.add(n, Counter)
+    g.install(("a", "b", "c"))
+    g.add("d", Counter)
+    g["a"]._schedule = ticks.append
+    g.install(("a", "b", "c", "d"))  # d's first view: a pushes the snapshot (queued)
+    KIND[eng.BATCH] = "BATCH"
+    rs = [submit(g["a"], "add", 2, rid=i, cid=b"x%d" % i) for i in (1, 2)]
+    ticks.pop()()
+    g.deliver()  # d buffers the batch: its snapshot has not arrived yet
+    assert g["d"].ready is False
+    while g.pump():
+        pass
+    assert g["d"].ready and g["d"].obj.value == 4
+    g.safe()
+    assert sorted(r.value for r in rs) == [2, 4]
+    assert len(g.digests()) == 1
