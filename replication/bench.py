@@ -97,7 +97,13 @@ def _plain_pyro(port: int) -> tuple[subprocess.Popen, Callable[[], Callable[[], 
     return proc, make_call
 
 
-def bench_calls(replicas: int, client_counts: list[int], seconds: float, failover: bool) -> int:
+def bench_calls(
+    replicas: int,
+    client_counts: list[int],
+    seconds: float,
+    failover: bool,
+    plot: str | None = None,
+) -> int:
     from replication import connect
 
     ports = free_udp_ports(replicas + 1)
@@ -131,28 +137,137 @@ def bench_calls(replicas: int, client_counts: list[int], seconds: float, failove
                 f"{'':>8} p50 ratio cohort/plain: {ours['p50'] / base['p50']:.2f}x"
                 f"   errors: {ours['errors']}"
             )
-        _pysyncobj_note()
+            raft = _pysyncobj(clients, seconds)
+            if raft is None:
+                print(f"{clients:>8} {'pysyncobj':<12} skipped (pip install pysyncobj to compare)")
+            else:
+                print(
+                    f"{clients:>8} {'pysyncobj':<12}{raft['rate']:>10.0f}{raft['p50']:>9.2f}"
+                    f"{raft['p99']:>9.2f}   cohort/pysyncobj {ours['rate'] / raft['rate']:.1f}x"
+                )
         if failover:
             st = replica_status("counter", addrs[0]) or {}
             coord = (st.get("members") or addrs)[0]
             victim = procs[addrs.index(coord)]
-            timer = threading.Timer(seconds / 2, lambda: victim.send_signal(signal.SIGKILL))
+            killed_at = [0.0]
+
+            def kill() -> None:
+                killed_at[0] = time.perf_counter()
+                victim.send_signal(signal.SIGKILL)
+
+            timer = threading.Timer(seconds / 2, kill)
             timer.start()
             run = _run_clients(replicated_call, 1, seconds)
+            timer.join()
             print(
                 f"failover: SIGKILL of the coordinator {coord} mid-run: longest stall "
                 f"{run['max']:.0f} ms, {run['calls']} calls, {run['errors']} errors"
             )
+            if plot:
+                _plot(run, killed_at[0], coord, plot)
         shared.close()
     finally:
         reap(procs)
     return 0
 
 
-def _pysyncobj_note() -> None:
+PYSYNCOBJ_NODE = """
+import sys, threading, time
+from pysyncobj import SyncObj, SyncObjConf, replicated
+
+class Counter(SyncObj):
+    def __init__(self, me, others):
+        super().__init__(me, others, conf=SyncObjConf(dynamicMembershipChange=False))
+        self.value = 0
+
+    @replicated
+    def add(self, n):
+        self.value += n
+        return self.value
+
+me, others, clients, seconds = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), float(sys.argv[4])
+c = Counter(me, others)
+if clients == 0:
+    time.sleep(seconds + 60)
+    sys.exit(0)
+while c._getLeader() is None:
+    time.sleep(0.05)
+c.add(0, sync=True, timeout=10)
+lat = []
+stop = threading.Event()
+lock = threading.Lock()
+def worker():
+    mine = []
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        try:
+            c.add(1, sync=True, timeout=10)
+        except Exception:
+            continue
+        mine.append(time.perf_counter() - t0)
+    with lock:
+        lat.extend(mine)
+ts = [threading.Thread(target=worker) for _ in range(clients)]
+t0 = time.perf_counter()
+for t in ts:
+    t.start()
+time.sleep(seconds)
+stop.set()
+for t in ts:
+    t.join()
+el = time.perf_counter() - t0
+lat.sort()
+n = len(lat)
+print(n / el, lat[n // 2] * 1000 if n else 0, lat[min(n - 1, int(n * 0.99))] * 1000 if n else 0)
+"""
+
+
+def _pysyncobj(clients: int, seconds: float) -> dict | None:
+    """3 PySyncObj (Raft) nodes in separate processes; `sync=True` callers on one node."""
     try:
         import pysyncobj  # noqa: F401
     except ImportError:
-        print("pysyncobj not installed: PySyncObj comparison skipped (pip install pysyncobj)")
+        return None
+    addrs = [f"127.0.0.1:{p}" for p in free_udp_ports(3)]
+    procs = []
+    try:
+        for i, me in enumerate(addrs):
+            others = ",".join(a for a in addrs if a != me)
+            n = clients if i == 0 else 0
+            cmd = [sys.executable, "-c", PYSYNCOBJ_NODE, me, others, str(n), str(seconds)]
+            procs.append(
+                subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            )
+        out, _ = procs[0].communicate(timeout=seconds + 60)
+        rate, p50, p99 = (float(x) for x in out.split())
+        return {"rate": rate, "p50": p50, "p99": p99}
+    except (subprocess.TimeoutExpired, ValueError):
+        return None
+    finally:
+        reap(procs)
+
+
+def _plot(run: dict, killed_at: float, victim: str, path: str) -> None:
+    """Latency over time around the kill (matplotlib is an optional extra: cohort[plot])."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot needs matplotlib: pip install 'cohort[plot]'")
         return
-    print("pysyncobj installed, but its comparison is not implemented yet")
+    t0 = run["t0"]
+    xs = [s - t0 for s, _ in run["series"]]
+    ys = [d * 1000 for _, d in run["series"]]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot(xs, ys, ".", markersize=2)
+    ax.axvline(killed_at - t0, color="red", linestyle="--", label=f"SIGKILL {victim}")
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("call latency (ms)")
+    ax.set_title("replicated Counter.add, one client, coordinator killed")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"latency plot written to {path}")

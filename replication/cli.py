@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bc.add_argument("--clients", default="1,32", help="comma list of client counts")
     p_bc.add_argument("--seconds", type=float, default=5.0)
     p_bc.add_argument("--failover", action="store_true", help="kill a replica mid-run")
+    p_bc.add_argument("--plot", metavar="FILE", help="with --failover: latency-over-time PNG")
 
     args = parser.parse_args(argv)
     if args.cmd == "sim":
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from replication.bench import bench_calls
 
         clients = [int(c) for c in args.clients.split(",") if c]
-        return bench_calls(args.replicas, clients, args.seconds, args.failover)
+        return bench_calls(args.replicas, clients, args.seconds, args.failover, args.plot)
     if args.cmd == "bench" and args.what == "sim":
         return simtools.bench_sim(
             members=args.members,
