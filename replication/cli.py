@@ -64,6 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--ns", action="store_true", help="register in the Pyro5 name server")
     p_serve.add_argument("--ns-host")
     p_serve.add_argument("--ns-port", type=int)
+    p_serve.add_argument("--tls-cert", help="serve clients over TLS with this certificate (PEM)")
+    p_serve.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    p_serve.add_argument("--tls-ca", help="CA that signs client certificates")
+    p_serve.add_argument(
+        "--tls-require-client-cert", action="store_true", help="refuse clients without one"
+    )
 
     p_call = sub.add_parser("call", help="call a method of a replicated object")
     p_call.add_argument("ref", help="PYROGROUP:name@host:port,... or PYROGROUPNAME:name")
@@ -72,11 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_call.add_argument("--timeout", type=float, default=30.0)
     p_call.add_argument("--ns-host")
     p_call.add_argument("--ns-port", type=int)
+    p_call.add_argument("--tls-ca", help="talk TLS; trust replicas signed by this CA")
+    p_call.add_argument("--tls-cert", help="our client certificate (PEM)")
+    p_call.add_argument("--tls-key", help="its private key (PEM)")
 
     p_status = sub.add_parser("status", help="view, members and counters of every replica")
     p_status.add_argument("ref")
     p_status.add_argument("--ns-host")
     p_status.add_argument("--ns-port", type=int)
+    p_status.add_argument("--tls-ca", help="talk TLS; trust replicas signed by this CA")
+    p_status.add_argument("--tls-cert", help="our client certificate (PEM)")
+    p_status.add_argument("--tls-key", help="its private key (PEM)")
 
     p_bench = sub.add_parser("bench", help="benchmarks")
     bsub = p_bench.add_subparsers(dest="what", required=True)
@@ -128,9 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from replication.commands import serve_command
 
         opts = dict(stack=args.stack, params=_params(args.param) or None, trace_path=args.trace)
+        if args.tls_cert:
+            from orb.tls import server_context
+
+            opts["ssl_context"] = server_context(
+                args.tls_cert, args.tls_key, args.tls_ca, args.tls_require_client_cert
+            )
         if args.ns or ns:
             opts.update(ns_host=args.ns_host or "localhost", ns_port=args.ns_port)
         return serve_command(args.cls, args.group, args.listen, args.seeds, **opts)
+    if getattr(args, "tls_ca", None) and args.cmd in ("call", "status"):
+        from orb.tls import client_context
+
+        ns["ssl_context"] = client_context(args.tls_ca, args.tls_cert, args.tls_key)
     if args.cmd == "call":
         from replication.commands import call_command
 

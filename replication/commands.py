@@ -54,6 +54,8 @@ def call_command(ref: str, method: str, args: list[str], timeout: float, ns: dic
 
 
 def status_command(ref: str, ns: dict) -> int:
+    ns = dict(ns)
+    ssl_context = ns.pop("ssl_context", None)
     gref = parse_ref(ref, **ns)
     rows = []
     members = list(gref.members)
@@ -64,7 +66,7 @@ def status_command(ref: str, ns: dict) -> int:
             continue
         seen.add(addr)
         try:
-            conn = Connection(addr, object_id(gref.group), 2.0)
+            conn = Connection(addr, object_id(gref.group), 2.0, ssl_context)
             st = conn.call("status", [], 5.0)
             conn.close()
         except Exception as e:
