@@ -141,3 +141,22 @@ def test_restart_on_the_same_address(counter_cluster):
     sts = c.wait_converged(c.seeds, timeout=20)
     assert sts[victim]["transfers"], "the restarted replica must get the state by transfer"
     assert_linearizable(clients.history, CounterModel(), c.log_dir)
+
+
+def test_passive_style_survives_a_coordinator_crash(tmp_path):
+    c = Cluster("tests.integration.passive:PassiveCounter", "passive", 3, str(tmp_path))
+    try:
+        c.start_all()
+        with Clients(c.ref, 3, counter_ops) as clients:
+            time.sleep(1.0)
+            coord = c.coordinator(c.seeds)
+            c.kill(coord)
+            before = clients.completed()
+            time.sleep(2.0)
+            assert clients.completed() > before, "no progress after the coordinator died"
+        live = [a for a in c.seeds if a != coord]
+        sts = c.wait_converged(live)
+        assert all(s["style"] == "passive" for s in sts.values())
+        assert_linearizable(clients.history, CounterModel(), c.log_dir)
+    finally:
+        c.close()
