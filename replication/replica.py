@@ -20,7 +20,7 @@ from orb.refs import GroupRef, object_id, register, unregister
 from orb.wire import WireServer, parse_addr
 from replication.api import class_info
 from replication.engine import Engine
-from stack import aio
+from stack import aio, fdsock
 from stack.events import Block, Deliver, DeliverSend, Exit, Safe
 from stack.events import View as ViewEv
 
@@ -83,6 +83,7 @@ class Replica:
         self._error: BaseException | None = None
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
+        self._monitor: fdsock.RingMonitor | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -174,6 +175,8 @@ class Replica:
                 }
             }
         )
+        # watchers of this replica keep a TCP connection open to it (fast crash detection)
+        self._server.raw_handlers[fdsock.PREAMBLE] = fdsock.accept
         await self._server.start(host, port, ssl=self.ssl_context)
         await self._join()
         self._spawn(self._watch_quorum())
@@ -201,6 +204,9 @@ class Replica:
                 pass  # the member left the view: the transfer restarts in the next one
 
         loop = asyncio.get_running_loop()
+        if self._monitor is not None:
+            self._monitor.close()
+        self._monitor = fdsock.RingMonitor(group)
         self.engine = Engine(
             self.cls,
             self.listen,
@@ -231,6 +237,8 @@ class Replica:
             elif cls is ViewEv:
                 self._blocked_since = None
                 engine.on_view(ev.view)
+                if self._monitor is not None and group is self.group:
+                    self._monitor.on_view(ev.view)
                 self.view_history.append((tuple(ev.view.vid), tuple(ev.view.members)))
                 log.info("%s: view %s", self.listen, ev.view)
             elif cls is Block:
@@ -259,16 +267,18 @@ class Replica:
                 self.engine.fail_waiters(st.NO_QUORUM, f"{self.listen} is cut off from a majority")
 
     async def _shutdown(self, graceful: bool) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._monitor is not None:
+            self._monitor.close()
         if self.group is not None:
-            if graceful:
+            if graceful:  # leave before closing the server: watchers must not think us dead
                 try:
                     await self.group.leave(timeout=3.0)
                 except Exception:
                     self.group.close()
             else:
                 self.group.close()
+        if self._server is not None:
+            self._server.close()
 
     # --- the dispatcher object -------------------------------------------------------------------
 

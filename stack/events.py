@@ -14,7 +14,7 @@ event is frozen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Rank = int
@@ -142,6 +142,9 @@ class Suspect:
     """
 
     ranks: frozenset[Rank]
+    #: those among `ranks` known to be dead for certain (a transport saw their process's TCP
+    #: connection closed by its kernel): no lease granted to them needs waiting out
+    dead: frozenset[Rank] = frozenset()
 
 
 @dataclass(slots=True, frozen=True)
@@ -154,6 +157,8 @@ class Verify:
 
     ranks: frozenset[Rank]
     force: bool = False
+    #: the reporter knows them dead for certain (see `Suspect.dead`); implies `force`
+    dead: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -165,10 +170,12 @@ class Lease:
 
 @dataclass(slots=True, frozen=True)
 class Stable:
-    """Per-origin counts of casts received by every member (`mins`) and by some member (`maxs`)."""
+    """Per-origin counts of casts received by every member (`mins`), by some member (`maxs`), and
+    by a majority of the view's acceptors (`quorum`; empty when the stack does not compute it)."""
 
     mins: tuple[int, ...]
     maxs: tuple[int, ...]
+    quorum: tuple[int, ...] = field(default=(), compare=False)
 
 
 @dataclass(slots=True, frozen=True)

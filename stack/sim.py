@@ -21,6 +21,7 @@ from typing import Any
 from stack import check as checker
 from stack.compose import StackSpec, compose
 from stack.events import Deliver
+from stack.fdsock import watched
 from stack.record import Recorder
 from stack.runtime import Endpoint
 from stack.trace import CRASH, PAUSE, RESUME, Trace
@@ -107,12 +108,26 @@ class Sim:
     def join(self, addr: str) -> None:
         self._spawn(addr, None)
 
+    #: model `stack.fdsock`: a crash closes the TCP connection its ring watcher holds, which tells
+    #: the watcher after `fd_delay` (a class default so sweeps can switch it on for every scenario)
+    fd_notify: bool = False
+    fd_delay: float = 0.001
+
     def crash(self, addr: str) -> None:
         ep = self.eps.get(addr)
         if ep is not None and ep.alive:
             ep.crash()
             self.paused.pop(addr, None)
             self.trace.add(self.now, addr, CRASH)
+            if self.fd_notify:
+                for w in self.eps.values():
+                    if w.alive and w.addr not in self.paused and watched(w.view, w.addr) == addr:
+                        self.at(self.now + self.fd_delay, lambda w=w: self._fd_closed(w, addr))
+
+    def _fd_closed(self, watcher: Endpoint, addr: str) -> None:
+        if watcher.alive and watcher.addr not in self.paused:
+            watcher.suspect(addr)
+            self._flush(watcher.addr)
 
     def pause(self, addr: str) -> None:
         ep = self.eps.get(addr)

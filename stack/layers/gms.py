@@ -104,6 +104,7 @@ class Gms(Layer):
     def __init__(self, ctx, view: ViewRec, params: Params) -> None:
         super().__init__(ctx, view, params)
         self.local: set[int] = set()  # what our failure detector says now
+        self.dead: set[int] = set()  # certainly crashed (see Suspect.dead): no lease to wait out
         self.adopted: set[int] = set()  # what the coordinator's accepted START excludes
         self.timed_out: set[int] = set()  # silent in a flush: until it speaks gms to us again
         self.suspected: set[int] = set()  # the union: decides who coordinates
@@ -158,6 +159,7 @@ class Gms(Layer):
                     self.ctx.count("gms.bad_header")
         elif cls is Suspect:
             self.local = set(ev.ranks) - {self.me}
+            self.dead |= set(ev.dead) - {self.me}
             self._resuspect()
         elif cls is Granted:
             self.granted = ev.remaining
@@ -215,6 +217,10 @@ class Gms(Layer):
             if src in self.suspected:  # its view of the group is the far side of a partition
                 return
             new = {r for r in h[1] if type(r) is int and 0 <= r < self.view.n} - {self.me}
+            dead = set(h[2]) & new if len(h) > 2 else set()
+            if dead - self.dead:  # the reporter saw its process gone: no need to wait and see
+                self.ctx.down(Verify(frozenset(dead - self.dead), force=True, dead=True))
+            new -= dead
             if new - self.suspected:  # our own failure detector must agree (VERIFY_SUSPECT)
                 self.ctx.down(Verify(frozenset(new - self.suspected)))
         elif kind == LEAVE:
@@ -252,7 +258,7 @@ class Gms(Layer):
             if collecting:  # a lower-ranked member is back and coordinates; a proposal already
                 self.coord.ballot = None  # cut is finished (finishing a proposal is always safe)
             if self.local:
-                self._to(self._coordinator(), (SUSPECT, sorted(self.local)))
+                self._to(self._coordinator(), (SUSPECT, sorted(self.local), sorted(self.dead)))
 
     def _request_leave(self) -> None:
         if self._coordinator() == self.me:
@@ -517,7 +523,7 @@ class Gms(Layer):
         elif self.accepted is not None and coord != self.view.rank(self.accepted[1]):
             self._to(coord, (NACK, *self.accepted))  # blocked under another coordinator
         elif self.local and self.accepted is None:
-            self._to(coord, (SUSPECT, sorted(self.local)))
+            self._to(coord, (SUSPECT, sorted(self.local), sorted(self.dead)))
         if self.i_leave and self.accepted is None:
             self._to(coord, (LEAVE,))
 

@@ -202,9 +202,10 @@ class CoordinatorRole:
         wait = 0.0
         # members that did not confirm this ballot may still be delivering in the old view:
         # wait until the leases granted to them have run out
+        dead = self.g.dead  # a dead process delivers nothing, whatever lease it was granted
         for _, granted, _, at in self.reports.values():
             for q, left in enumerate(granted):
-                if q not in self.dones:
+                if q not in self.dones and q not in dead:
                     wait = max(wait, left - (now - at))
         if wait > 0:
             self.install_at = now + wait

@@ -10,8 +10,10 @@ delivered in a deterministic order (by origin rank, then FIFO) — unless the ne
 primary or excludes us, in which case nothing more is delivered in this view.
 
 Uniformity: a delivered message is reported `Safe` once it and every slot before it (the data and
-the sequencer cast that ordered it) are stable, i.e. received by every member: then no survivor can
-miss it or order it differently. Requires: fifo, views, flush, stability. Provides: total.
+the sequencer cast that ordered it) are held by a majority of the view's acceptors (`Stable.quorum`):
+the flush of any next primary view hears from a majority of them, so its cut holds both, and no
+survivor can miss the message or order it differently (design.md §7: waiting for every member would
+let the slowest one set the reply latency). Requires: fifo, views, flush, stability. Provides: total.
 
 Header on casts: (DATA,) for a data cast, (ORDER, [origin, count, origin, count, ...]).
 """
@@ -82,7 +84,7 @@ class Sequencer(Layer):
                 return
             self._drain()
         elif cls is Stable:
-            self.mins = ev.mins
+            self.mins = ev.quorum or ev.mins
             self._advance_safe()
         elif cls is Timer:
             self.timer_set = False

@@ -59,6 +59,12 @@ class StableLayer(Layer):
         self.matrix = [[0] * n for _ in range(n)]  # row r: counts member r reported
         self.mins = (0,) * n
         self.maxs = (0,) * n
+        self.quorum = (0,) * n
+        # the acceptors (see View.last_primary): a count held by a majority of them survives any
+        # next primary view, whose flush hears from a majority of them
+        acc = [r for r in (view.rank(a) for a in view.last_primary) if r >= 0] or list(range(n))
+        self.acceptors = acc
+        self.majority = len(acc) // 2 + 1
         self.timer_set = False  # the periodic repair gossip
         self.dirty = False  # the prompt gossip after new casts (its own timer, never delayed by
         # the periodic one: a reply waits for it)
@@ -120,9 +126,11 @@ class StableLayer(Layer):
         cols = list(zip(*self.matrix))
         mins = tuple(min(c) for c in cols)
         maxs = tuple(max(c) for c in cols)
-        if mins != self.mins or maxs != self.maxs:
-            self.mins, self.maxs = mins, maxs
-            ev = Stable(mins, maxs)
+        rows, k = [self.matrix[r] for r in self.acceptors], self.majority - 1
+        quorum = tuple(sorted((row[o] for row in rows), reverse=True)[k] for o in range(len(cols)))
+        if mins != self.mins or maxs != self.maxs or quorum != self.quorum:
+            self.mins, self.maxs, self.quorum = mins, maxs, quorum
+            ev = Stable(mins, maxs, quorum)
             self.ctx.up(ev)
             self.ctx.down(ev)
 

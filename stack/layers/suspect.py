@@ -11,7 +11,8 @@ exist without us yet: deliveries above this layer are allowed only until `Lease.
 When the view starts to change (`Blocked`), we stop echoing, and report for every peer how much of
 the lease we granted it is left (`Granted`), so the coordinator can wait it out before installing a
 view that excludes a member which might still be alive. Transports may inject `Suspect` (a closed
-TCP connection is a certain crash). Requires: net. Provides: suspicion, lease.
+TCP connection is a certain crash: see `stack.fdsock`); such members are reported `dead`, and the
+lease granted to them is reported as 0 (a dead process delivers nothing). Requires: net. Provides: suspicion, lease.
 
 Control headers: (PING, t), (PONG, t).
 """
@@ -78,7 +79,9 @@ class SuspectLayer(Layer):
         self.echoed_at = [-INF] * n
         self.suspects: set[int] = set()  # silent for `timeout`: forgiven when heard again
         self.forced: set[int] = set()  # suspected for the rest of the view
+        self.dead: set[int] = set()  # certainly crashed (closed connection): lease irrelevant
         self.reported: frozenset[int] = frozenset()
+        self.reported_dead = 0
         self.blocked = False
         self.lease_until = -INF
         # A successor view needs a majority of this view's acceptors (`last_primary`; joiners are
@@ -102,7 +105,10 @@ class SuspectLayer(Layer):
         elif cls is Verify:
             now, quiet = self.ctx.now, self.params.verify
             ranks = {r for r in ev.ranks if 0 <= r < len(self.last_heard) and r != self.me}
-            if ev.force:
+            if ev.dead:
+                self.forced |= ranks
+                self.dead |= ranks
+            elif ev.force:
                 self.forced |= ranks
             else:
                 self.suspects |= {r for r in ranks if now - self.last_heard[r] > quiet}
@@ -111,7 +117,15 @@ class SuspectLayer(Layer):
             if not self.blocked:
                 self.blocked = True
                 now, lease = self.ctx.now, self.params.lease
-                self.ctx.up(Granted(tuple(max(0.0, t + lease - now) for t in self.echoed_at)))
+                dead = self.dead
+                self.ctx.up(
+                    Granted(
+                        tuple(
+                            0.0 if r in dead else max(0.0, t + lease - now)
+                            for r, t in enumerate(self.echoed_at)
+                        )
+                    )
+                )
             self.ctx.down(ev)
         else:
             self.ctx.down(ev)
@@ -143,7 +157,9 @@ class SuspectLayer(Layer):
             self._check()
             self.ctx.set_timer(self.params.interval, "beat")
         elif cls is Suspect:  # from the transport: a closed connection is a certain crash
-            self.forced |= {r for r in ev.ranks if r != self.me and 0 <= r < len(self.last_heard)}
+            ranks = {r for r in ev.ranks if r != self.me and 0 <= r < len(self.last_heard)}
+            self.forced |= ranks
+            self.dead |= ranks
             self._report()
         else:
             self.ctx.up(ev)
@@ -160,10 +176,11 @@ class SuspectLayer(Layer):
 
     def _report(self) -> None:
         current = frozenset(self.suspects | self.forced)
-        if current != self.reported:
+        if current != self.reported or len(self.dead) != self.reported_dead:
             self.reported = current
+            self.reported_dead = len(self.dead)
             self.ctx.trace(f"suspects {sorted(self.view.members[r] for r in current)}")
-            self.ctx.up(Suspect(current))
+            self.ctx.up(Suspect(current, frozenset(self.dead)))
 
     def _renew(self) -> None:
         if self.need <= 0 or self.need > len(self.voters):

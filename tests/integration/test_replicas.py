@@ -160,3 +160,15 @@ def test_passive_style_survives_a_coordinator_crash(tmp_path):
         assert_linearizable(clients.history, CounterModel(), c.log_dir)
     finally:
         c.close()
+
+
+def test_a_killed_replica_is_out_of_the_view_before_any_heartbeat_timeout(counter_cluster):
+    """Fast crash detection (stack.fdsock): the watcher's TCP connection closes with the process.
+    Heartbeats alone need the 1 s suspicion timeout plus the 0.5 s lease; allow well under that."""
+    c = counter_cluster
+    coord = c.coordinator(c.seeds)
+    others = [a for a in c.seeds if a != coord]
+    t0 = time.monotonic()
+    c.kill(coord)
+    c.wait(lambda s: all(x and coord not in x["members"] for x in s.values()), others, 5)
+    assert time.monotonic() - t0 < 0.8
