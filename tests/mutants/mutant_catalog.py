@@ -595,7 +595,7 @@ mutant(
     "mins are needed",
     Sequencer,
     "up",
-    "self.mins = ev.mins",
+    "self.mins = ev.quorum or ev.mins",
     "self.mins = ev.maxs",
 )
 

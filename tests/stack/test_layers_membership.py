@@ -120,7 +120,7 @@ def test_suspect_external_suspicions_pass_up_without_ourselves():
     s.up(Suspect(frozenset({0, 2})))
     s.up(Suspect(frozenset({2})))
     s.up(Suspect(frozenset({0})))
-    assert ctx.ups == [Suspect(frozenset({2}))]
+    assert ctx.ups == [Suspect(frozenset({2}), frozenset({2}))]  # a closed connection: dead
 
 
 def test_suspect_bad_header_is_counted():
