@@ -9,7 +9,7 @@ Several groups in one process share one UDP socket per listen address; each data
 address is "host:port" and is its identity in views.
 
     group = await stack.aio.join("demo", listen="127.0.0.1:7001", seeds=[...])
-    await group.cast(b"hello")
+    await group.cast(b"hello")      # awaits while the flow layer's window is full (Backpressure)
     async for ev in group:          # Deliver / View / Block / Safe / Exit, origins as addresses
         ...
     await group.leave()
@@ -29,7 +29,7 @@ from typing import Any
 
 from stack.batch import Batcher
 from stack.compose import StackSpec, compose
-from stack.events import Exit
+from stack.events import Backpressure, Exit
 from stack.events import View as ViewEv
 from stack.record import Recorder
 from stack.runtime import Endpoint
@@ -41,6 +41,12 @@ REAL_PARAMS: dict[str, dict[str, Any]] = {
     "gms": {"retry_interval": 0.05, "flush_timeout": 1.0, "join_interval": 0.2},
     "nak": {"xmit_interval": 0.02},
 }
+
+
+#: socket buffer sizes asked for (the kernel caps them at net.core.rmem_max / wmem_max): a burst of
+#: a flow-control window (stack.layers.flow, 2 MiB by default) to each peer should fit, or most of it
+#: is dropped on arrival and recovered by NAKs at a crawl
+SOCKET_BUFFER = 8 << 20
 
 
 class JoinTimeout(TimeoutError):
@@ -151,7 +157,15 @@ async def _socket_for(listen: str) -> _Socket:
     sock = _sockets.get(listen)
     if sock is None or sock.transport is None or sock.transport.is_closing():
         loop = asyncio.get_running_loop()
-        _, sock = await loop.create_datagram_endpoint(_Socket, local_addr=parse_addr(listen))
+        transport, sock = await loop.create_datagram_endpoint(
+            _Socket, local_addr=parse_addr(listen)
+        )
+        raw = transport.get_extra_info("socket")
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                raw.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            except OSError:
+                pass  # best effort: the kernel's default still works, only slower under bursts
         _sockets[listen] = sock
     return sock
 
@@ -181,6 +195,10 @@ class Group:
         recorder = Recorder(self._write) if self._trace_file else None
         self.view: Any = None
         self._views: asyncio.Queue = asyncio.Queue()
+        self._room = asyncio.Event()  # clear while the flow layer says its window is full
+        self._room.set()
+        self.backpressure_waits = 0  # casts that had to wait for room (tests, diagnostics)
+        self._max_size = spec.param("frag").max_size if "frag" in spec.names else None
         self.ep = Endpoint(
             listen,
             spec,
@@ -195,7 +213,21 @@ class Group:
     # --- application side ------------------------------------------------------------------------
 
     async def cast(self, payload: bytes) -> None:
-        """Multicast in total order (held while the group changes view)."""
+        """Multicast in total order (held while the group changes view).
+
+        Awaits while the flow layer reports its window of unstable casts full (`Backpressure`),
+        so a fast sender cannot outrun the slowest member. Raises ValueError for a payload larger
+        than the frag layer's `max_size`.
+        """
+        if self._max_size is not None and len(payload) > self._max_size:
+            raise ValueError(
+                f"a cast of {len(payload)} bytes exceeds the stack's limit of {self._max_size} "
+                "(frag max_size)"
+            )
+        if not self._room.is_set():
+            self.backpressure_waits += 1
+            while not self._room.is_set() and self.ep.alive:
+                await self._room.wait()
         self.ep.cast(payload)
         self._pump()
 
@@ -243,6 +275,7 @@ class Group:
         return self.view
 
     def close(self) -> None:
+        self._room.set()  # nobody waits for credits of a closed member
         if self._timer is not None:
             self._timer.cancel()
         self._sock.groups.pop(self._tag, None)
@@ -269,9 +302,17 @@ class Group:
         for dest, data in self.ep.take_packets():
             sock.send(tag, dest, data)
         for ev in self.ep.take_events():
-            if type(ev) is ViewEv:
+            cls = type(ev)
+            if cls is Backpressure:  # for cast() only, not the application's event stream
+                if ev.blocked:
+                    self._room.clear()
+                else:
+                    self._room.set()
+                continue
+            if cls is ViewEv:
                 self.view = ev.view
                 self._views.put_nowait(ev.view)
+                self._room.set()  # a new view starts with a fresh, empty window
             self._events.put_nowait(ev)
         deadline = self.ep.next_deadline()
         if deadline != self._deadline:

@@ -13,10 +13,13 @@ from typing import Any
 
 from stack.layers import REGISTRY
 
+#: frag sits above every ordering layer (fragments are ordered and retransmitted one by one; a
+#: message is delivered at its last fragment's place) and flow right above flush (it sees every
+#: cast nak numbers, and stability, and sends its queue before the flush report).
 PRESETS: dict[str, str] = {
-    "fifo": "top:stable:pt2pt:nak:bottom",
-    "vsync": "top:flush:gms:suspect:stable:pt2pt:nak:bottom",
-    "total": "top:sequencer:flush:gms:suspect:stable:pt2pt:nak:bottom",
+    "fifo": "top:frag:flow:stable:pt2pt:nak:bottom",
+    "vsync": "top:frag:flow:flush:gms:suspect:stable:pt2pt:nak:bottom",
+    "total": "top:frag:sequencer:flow:flush:gms:suspect:stable:pt2pt:nak:bottom",
 }
 
 

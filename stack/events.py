@@ -130,6 +130,17 @@ class Safe:
     count: int
 
 
+@dataclass(slots=True, frozen=True)
+class Backpressure:
+    """The flow layer's window of unstable casts is full (`blocked`) or has room again (up).
+
+    While blocked the application should stop casting (`stack.aio.Group.cast` awaits); casts made
+    anyway are queued in the flow layer, not lost.
+    """
+
+    blocked: bool
+
+
 # --- between layers ------------------------------------------------------------------------------
 
 

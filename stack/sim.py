@@ -317,8 +317,13 @@ def run_scenario(
     stack: str = "total",
     params: dict | None = None,
     settle: float = 6.0,
+    pad: int = 0,
 ) -> Result:
-    """One random scenario: traffic, faults from `faults`, then quiet until liveness must hold."""
+    """One random scenario: traffic, faults from `faults`, then quiet until liveness must hold.
+
+    `pad` > 0 lengthens the k-th cast of each member by (k % 4) * pad bytes (no extra random
+    draws, so the scenario is otherwise the same): with a small frag_size, messages fragment.
+    """
     rng = random.Random(seed * 7919 + members)
     fault_arg = ",".join(faults)
     replay = (
@@ -357,7 +362,7 @@ def run_scenario(
         for _ in range(rng.randint(2, 12)):
             t = rng.uniform(0.05, horizon)
             casts[m] = casts.get(m, 0) + 1
-            payload = f"{m}:{casts[m]}".encode()
+            payload = f"{m}:{casts[m]}".encode() + b"." * (casts[m] % 4 * pad)
             at(t, lambda m=m, p=payload: sim.cast(m, p))
     # faults touch at most a minority, so a majority stays up and connected throughout
     budget = (members - 1) // 2
@@ -407,7 +412,7 @@ def run_scenario(
             casts[addr] = 0
             for _ in range(rng.randint(0, 4)):
                 casts[addr] += 1
-                p = f"{addr}:{casts[addr]}".encode()
+                p = f"{addr}:{casts[addr]}".encode() + b"." * (casts[addr] % 4 * pad)
                 at(rng.uniform(t, horizon + 0.5), lambda a=addr, p=p: sim.cast(a, p))
             quiet = max(quiet, t)
             notes.append(f"join {addr} at {t:.3f}")

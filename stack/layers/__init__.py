@@ -1,7 +1,9 @@
 """The micro-protocol layers, one per module, registered by stack token (written out by hand)."""
 
 from stack.layers.bottom import Bottom
+from stack.layers.flow import Flow
 from stack.layers.flush import Flush
+from stack.layers.frag import Frag
 from stack.layers.gms import Gms
 from stack.layers.nak import Nak
 from stack.layers.pt2pt import Pt2pt
@@ -12,7 +14,9 @@ from stack.layers.top import Top
 
 REGISTRY: dict[str, type] = {
     "top": Top,
+    "frag": Frag,
     "sequencer": Sequencer,
+    "flow": Flow,
     "flush": Flush,
     "gms": Gms,
     "suspect": SuspectLayer,
