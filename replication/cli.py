@@ -103,6 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bk.add_argument("--size", type=int, default=64)
     p_bk.add_argument("--seconds", type=float, default=10)
     p_bk.add_argument("--window", type=int, default=500, help="own casts in flight per member")
+    p_bk.add_argument(
+        "--failover",
+        action="store_true",
+        help="measure SIGKILL detection (kill -> new view) instead",
+    )
     p_bc = bsub.add_parser("calls", help="replicated Counter.add vs plain Pyro5 (and PySyncObj)")
     p_bc.add_argument("--replicas", type=int, default=3)
     p_bc.add_argument("--clients", default="1,32", help="comma list of client counts")
@@ -175,8 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             profile=not args.no_profile,
         )
     if args.cmd == "bench" and args.what == "stack":
-        from stack.bench import bench_stack
+        from stack.bench import bench_failover, bench_stack
 
+        if args.failover:
+            return bench_failover(args.members)
         return bench_stack(args.members, args.size, args.seconds, args.window)
     parser.error("unknown command")
     return 2

@@ -83,7 +83,6 @@ class Replica:
         self._error: BaseException | None = None
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
-        self._monitor: fdsock.RingMonitor | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -204,9 +203,6 @@ class Replica:
                 pass  # the member left the view: the transfer restarts in the next one
 
         loop = asyncio.get_running_loop()
-        if self._monitor is not None:
-            self._monitor.close()
-        self._monitor = fdsock.RingMonitor(group)
         self.engine = Engine(
             self.cls,
             self.listen,
@@ -237,8 +233,6 @@ class Replica:
             elif cls is ViewEv:
                 self._blocked_since = None
                 engine.on_view(ev.view)
-                if self._monitor is not None and group is self.group:
-                    self._monitor.on_view(ev.view)
                 self.view_history.append((tuple(ev.view.vid), tuple(ev.view.members)))
                 log.info("%s: view %s", self.listen, ev.view)
             elif cls is Block:
@@ -267,8 +261,6 @@ class Replica:
                 self.engine.fail_waiters(st.NO_QUORUM, f"{self.listen} is cut off from a majority")
 
     async def _shutdown(self, graceful: bool) -> None:
-        if self._monitor is not None:
-            self._monitor.close()
         if self.group is not None:
             if graceful:  # leave before closing the server: watchers must not think us dead
                 try:

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stack import fdsock
 from stack.batch import Batcher
 from stack.compose import StackSpec, compose
 from stack.events import Backpressure, Exit
@@ -61,14 +62,36 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_udp_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """n UDP ports free right now on `host` (for tests and benchmarks on one machine)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind((host, 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
+    """n ports free right now on `host` for both UDP and TCP (a member's group traffic and its
+    TCP listeners share the number), for tests and benchmarks on one machine.
+
+    Chosen outside the kernel's ephemeral range: a port the kernel hands out to outgoing TCP
+    connections (clients, watchers) could otherwise be taken before a late member binds it."""
+    lo, hi = _ephemeral_range()
+    low_range = (10000, lo - 1) if lo > 11000 else (hi + 1, 65535)
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randint(*low_range)
+        if port in ports:
+            continue
+        try:
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        ports.append(port)
     return ports
 
 
@@ -151,6 +174,8 @@ class _Socket(asyncio.DatagramProtocol):
 
 
 _sockets: dict[str, _Socket] = {}
+#: (loop, listen address) -> the TCP listener for watchers of members there (None: port taken)
+_fd_servers: dict[tuple[int, str], Any] = {}
 
 
 async def _socket_for(listen: str) -> _Socket:
@@ -208,6 +233,8 @@ class Group:
             recorder=recorder,
         )
         sock.groups[self._tag] = self
+        #: fast crash detection (stack.fdsock): set by `join`, None to rely on heartbeats only
+        self.watcher: fdsock.RingMonitor | None = None
         self._pump()
 
     # --- application side ------------------------------------------------------------------------
@@ -275,6 +302,8 @@ class Group:
         return self.view
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
         self._room.set()  # nobody waits for credits of a closed member
         if self._timer is not None:
             self._timer.cancel()
@@ -313,6 +342,8 @@ class Group:
                 self.view = ev.view
                 self._views.put_nowait(ev.view)
                 self._room.set()  # a new view starts with a fresh, empty window
+                if self.watcher is not None:
+                    self.watcher.on_view(ev.view)
             self._events.put_nowait(ev)
         deadline = self.ep.next_deadline()
         if deadline != self._deadline:
@@ -341,6 +372,7 @@ async def join(
     timeout: float = 10.0,
     trace_path: str | None = None,
     faults: Faults | None = None,
+    fast_detection: bool = True,
 ) -> Group:
     """Join (or, as the first seed, form) the group `name`.
 
@@ -356,6 +388,14 @@ async def join(
     if faults is not None:
         sock.faults = faults
     group = Group(name, listen, spec, sock, seeds, trace_path)
+    if fast_detection:
+        host, port = parse_addr(listen)
+        key = (id(asyncio.get_running_loop()), listen)
+        if key not in _fd_servers:  # None: the port is taken, e.g. by a replica's server,
+            _fd_servers[key] = await fdsock.serve(host, port)  # which accepts watchers itself
+        group.watcher = fdsock.RingMonitor(group)
+        if group.view is not None:
+            group.watcher.on_view(group.view)
     try:
         await group.wait_view(lambda v: v.primary and listen in v.last_primary, timeout)
     except TimeoutError:

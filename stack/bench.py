@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import statistics
 import struct
 import subprocess
@@ -22,6 +23,7 @@ import time
 
 from stack import aio
 from stack.events import Deliver
+from stack.events import View as ViewEv
 
 _HDR = struct.Struct("!dH")  # send time (monotonic, system-wide on Linux), sender index
 
@@ -169,8 +171,63 @@ def bench_stack(members: int = 3, size: int = 64, seconds: float = 10, window: i
     return 0
 
 
+async def _view_worker(listen: str, seeds: list[str], fast: bool) -> None:
+    """Join, then print every view as a JSON line stamped with the system-wide monotonic clock."""
+    group = await aio.join("failover", listen, seeds, timeout=20, fast_detection=fast)
+    async for ev in group:
+        if type(ev) is ViewEv:
+            row = {"t": time.monotonic(), "members": list(ev.view.members)}
+            print(json.dumps(row), flush=True)
+
+
+def _detection(members: int, fast: bool) -> float:
+    """Kill the coordinator of a fresh group with SIGKILL; seconds until every survivor has
+    installed a view without it."""
+    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(members)]
+    cmd = [sys.executable, "-m", "stack.bench", "views", "1" if fast else "0", ",".join(addrs)]
+    procs = [subprocess.Popen([*cmd, a], stdout=subprocess.PIPE, text=True) for a in addrs]
+    try:
+        views = {a: None for a in addrs}
+        while any(v is None or len(v["members"]) < members for v in views.values()):
+            for a, p in zip(addrs, procs):  # every member reports the full view before the kill
+                if views[a] is None or len(views[a]["members"]) < members:
+                    views[a] = json.loads(p.stdout.readline())
+        victim = views[addrs[0]]["members"][0]
+        t_kill = time.monotonic()
+        procs[addrs.index(victim)].send_signal(signal.SIGKILL)
+        latest = 0.0
+        for a, p in zip(addrs, procs):
+            if a == victim:
+                continue
+            while True:
+                row = json.loads(p.stdout.readline())
+                if victim not in row["members"]:
+                    latest = max(latest, row["t"] - t_kill)
+                    break
+        return latest
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+def bench_failover(members: int = 3, repeats: int = 5) -> int:
+    """SIGKILL detection: the coordinator is killed; time until all survivors are in a new view."""
+    print(f"SIGKILL of the coordinator of a {members}-member group, {repeats} runs each")
+    for fast, label in ((True, "with fast crash detection (fdsock)"), (False, "heartbeats only")):
+        times = [_detection(members, fast) * 1000 for _ in range(repeats)]
+        print(
+            f"  {label:<36} median {statistics.median(times):7.1f} ms   "
+            f"max {max(times):7.1f} ms   ({', '.join(f'{t:.0f}' for t in times)})"
+        )
+    return 0
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "worker":
+    if sys.argv[1] == "views":
+        asyncio.run(_view_worker(sys.argv[4], sys.argv[3].split(","), sys.argv[2] == "1"))
+    elif sys.argv[1] == "worker":
         mode, name, listen, seeds, seconds, size, window, index = sys.argv[2:10]
         seeds_l = seeds.split(",")
         if mode == "RAW":
