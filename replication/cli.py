@@ -104,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bk.add_argument("--seconds", type=float, default=10)
     p_bk.add_argument("--window", type=int, default=500, help="own casts in flight per member")
     p_bk.add_argument(
+        "--stack", default="total-batch", help="preset or spec (default: total-batch)"
+    )
+    p_bk.add_argument(
         "--failover",
         action="store_true",
         help="measure SIGKILL detection (kill -> new view) instead",
@@ -184,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.failover:
             return bench_failover(args.members)
-        return bench_stack(args.members, args.size, args.seconds, args.window)
+        return bench_stack(args.members, args.size, args.seconds, args.window, args.stack)
     parser.error("unknown command")
     return 2
 

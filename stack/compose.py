@@ -20,6 +20,8 @@ PRESETS: dict[str, str] = {
     "fifo": "top:frag:flow:stable:pt2pt:nak:bottom",
     "vsync": "top:frag:flow:flush:gms:suspect:stable:pt2pt:nak:bottom",
     "total": "top:frag:sequencer:flow:flush:gms:suspect:stable:pt2pt:nak:bottom",
+    #: total order with the casts of one event-loop tick packed into one message (throughput)
+    "total-batch": "top:batch:frag:sequencer:flow:flush:gms:suspect:stable:pt2pt:nak:bottom",
 }
 
 

@@ -1,5 +1,6 @@
 """The micro-protocol layers, one per module, registered by stack token (written out by hand)."""
 
+from stack.layers.batch import Batch
 from stack.layers.bottom import Bottom
 from stack.layers.flow import Flow
 from stack.layers.flush import Flush
@@ -14,6 +15,7 @@ from stack.layers.top import Top
 
 REGISTRY: dict[str, type] = {
     "top": Top,
+    "batch": Batch,
     "frag": Frag,
     "sequencer": Sequencer,
     "flow": Flow,
