@@ -87,8 +87,8 @@ class WireServer:
                 self._count("orb.bad_connection")
                 return
             await self._serve_pyro(first, reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the peer went away, or our loop is shutting down
         except pyro_errors.ProtocolError as e:
             self._count("orb.bad_message")
             log.debug("dropping a client that broke the protocol: %s", e)

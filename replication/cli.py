@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--listen", required=True, help="host:port (UDP group + TCP clients)")
     p_serve.add_argument("--seeds", default="", help="comma list of the founding replicas")
     p_serve.add_argument("--stack", default="total")
+    p_serve.add_argument("--transport", choices=["udp", "tcp"], default="udp")
     p_serve.add_argument("--param", action="append", default=[], help="layer.key=value")
     p_serve.add_argument("--trace", help="append this replica's group trace to this file")
     p_serve.add_argument("--ns", action="store_true", help="register in the Pyro5 name server")
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bk.add_argument(
         "--stack", default="total-batch", help="preset or spec (default: total-batch)"
     )
+    p_bk.add_argument("--transport", choices=["udp", "tcp"], default="udp")
     p_bk.add_argument(
         "--failover",
         action="store_true",
@@ -148,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from replication.commands import serve_command
 
         opts = dict(stack=args.stack, params=_params(args.param) or None, trace_path=args.trace)
+        opts["transport"] = args.transport
         if args.tls_cert:
             from orb.tls import server_context
 
@@ -187,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.failover:
             return bench_failover(args.members)
-        return bench_stack(args.members, args.size, args.seconds, args.window, args.stack)
+        return bench_stack(
+            args.members, args.size, args.seconds, args.window, args.stack, args.transport
+        )
     parser.error("unknown command")
     return 2
 

@@ -20,7 +20,7 @@ from orb.refs import GroupRef, object_id, register, unregister
 from orb.wire import WireServer, parse_addr
 from replication.api import class_info
 from replication.engine import Engine
-from stack import aio, fdsock
+from stack import aio
 from stack.events import Block, Deliver, DeliverSend, Exit, Safe
 from stack.events import View as ViewEv
 
@@ -53,6 +53,7 @@ class Replica:
         ns_port: int | None = None,
         ssl_context: Any = None,
         rejoin: bool = True,
+        transport: str = "udp",
     ) -> None:
         class_info(cls)  # fail now, not in the loop thread
         parse_addr(listen)
@@ -72,6 +73,7 @@ class Replica:
         self.ns = (ns_host, ns_port) if ns_host or ns_port else None
         self.ssl_context = ssl_context
         self.rejoin = rejoin
+        self.transport = transport
         self.engine: Engine | None = None
         self.group: aio.Group | None = None
         self.view_history: list[tuple] = []
@@ -174,8 +176,8 @@ class Replica:
                 }
             }
         )
-        # watchers of this replica keep a TCP connection open to it (fast crash detection)
-        self._server.raw_handlers[fdsock.PREAMBLE] = fdsock.accept
+        # watchers (fast crash detection) and, on the TCP transport, group peers connect here too
+        self._server.raw_handlers.update(aio.tcp_handlers(self.listen))
         await self._server.start(host, port, ssl=self.ssl_context)
         await self._join()
         self._spawn(self._watch_quorum())
@@ -189,6 +191,7 @@ class Replica:
             params=self.params,
             timeout=self.join_timeout,
             trace_path=self.trace_path,
+            transport=self.transport,
         )
         group = self.group
 

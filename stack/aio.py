@@ -34,6 +34,8 @@ from stack.events import Backpressure, Exit
 from stack.events import View as ViewEv
 from stack.record import Recorder
 from stack.runtime import Endpoint
+from stack.tcp import PREAMBLE as TCP_PREAMBLE
+from stack.tcp import TcpTransport
 from stack.trace import Trace, from_json, to_json
 
 #: timing for real networks (the simulator uses a faster profile)
@@ -173,12 +175,58 @@ class _Socket(asyncio.DatagramProtocol):
                     pass  # a peer that went away: the protocol copes
 
 
-_sockets: dict[str, _Socket] = {}
+_sockets: dict[str, Any] = {}  # listen address (or 'tcp:' + it) -> the transport there
 #: (loop, listen address) -> the TCP listener for watchers of members there (None: port taken)
 _fd_servers: dict[tuple[int, str], Any] = {}
 
 
-async def _socket_for(listen: str) -> _Socket:
+def tcp_handlers(listen: str) -> dict[bytes, Any]:
+    """What a TCP listener on `listen` must dispatch (by the connection's first 4 bytes): watchers
+    (fast crash detection) and, for groups on the TCP transport, peers' frames. A process with its
+    own server on that port (a replica) registers these; otherwise `join` listens itself."""
+
+    async def transport_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        t = _sockets.get(f"tcp:{listen}")
+        if isinstance(t, TcpTransport):
+            await t.accept(reader, writer)
+        else:
+            writer.close()
+
+    return {fdsock.PREAMBLE: fdsock.accept, TCP_PREAMBLE: transport_accept}
+
+
+async def _listen_tcp(listen: str) -> Any:
+    handlers = tcp_handlers(listen)
+
+    async def dispatch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            handler = handlers.get(await reader.readexactly(4))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            handler = None
+        if handler is None:
+            writer.close()
+            return
+        try:
+            await handler(reader, writer)
+        except asyncio.CancelledError:  # the loop is shutting down: not an error of this peer
+            writer.close()
+
+    host, port = parse_addr(listen)
+    try:
+        return await asyncio.start_server(dispatch, host, port, reuse_address=True)
+    except OSError:
+        return None  # the port is taken: its owner dispatches `tcp_handlers` (a replica does)
+
+
+async def _socket_for(listen: str, transport: str = "udp") -> Any:
+    if transport == "tcp":
+        key = f"tcp:{listen}"
+        t = _sockets.get(key)
+        if t is None or t.is_closing():
+            t = _sockets[key] = TcpTransport(listen)
+        return t
+    if transport != "udp":
+        raise ValueError(f"transport must be 'udp' or 'tcp', not {transport!r}")
     sock = _sockets.get(listen)
     if sock is None or sock.transport is None or sock.transport.is_closing():
         loop = asyncio.get_running_loop()
@@ -373,26 +421,29 @@ async def join(
     trace_path: str | None = None,
     faults: Faults | None = None,
     fast_detection: bool = True,
+    transport: str = "udp",
 ) -> Group:
     """Join (or, as the first seed, form) the group `name`.
 
     Returns once we are an acceptor of a primary view (we took part in a flush), so the group can
     already lose a minority without waiting for us; raises `JoinTimeout` otherwise.
+    `transport` is "udp" (default) or "tcp" (every member of a group must use the same);
+    `fast_detection` watches the member ranked above us over TCP (see stack.fdsock).
     """
     merged = {k: dict(v) for k, v in REAL_PARAMS.items()}
     for k, v in (params or {}).items():
         merged.setdefault(k, {}).update(v)
     names = set(compose(stack).names)
     spec = compose(stack, {k: v for k, v in merged.items() if k in names})
-    sock = await _socket_for(listen)
+    sock = await _socket_for(listen, transport)
+    if transport == "tcp" or fast_detection:
+        key = (id(asyncio.get_running_loop()), listen)
+        if key not in _fd_servers:  # None: the port is taken, e.g. by a replica's server,
+            _fd_servers[key] = await _listen_tcp(listen)  # which dispatches tcp_handlers itself
     if faults is not None:
         sock.faults = faults
     group = Group(name, listen, spec, sock, seeds, trace_path)
     if fast_detection:
-        host, port = parse_addr(listen)
-        key = (id(asyncio.get_running_loop()), listen)
-        if key not in _fd_servers:  # None: the port is taken, e.g. by a replica's server,
-            _fd_servers[key] = await fdsock.serve(host, port)  # which accepts watchers itself
         group.watcher = fdsock.RingMonitor(group)
         if group.view is not None:
             group.watcher.on_view(group.view)

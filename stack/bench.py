@@ -28,8 +28,10 @@ from stack.events import View as ViewEv
 _HDR = struct.Struct("!dH")  # send time (monotonic, system-wide on Linux), sender index
 
 
-async def _stack_worker(name, listen, seeds, seconds, size, window, index, stack) -> dict:
-    group = await aio.join(name, listen, seeds, stack=stack, timeout=20)
+async def _stack_worker(
+    name, listen, seeds, seconds, size, window, index, stack, transport
+) -> dict:
+    group = await aio.join(name, listen, seeds, stack=stack, timeout=20, transport=transport)
     await asyncio.sleep(0.5)  # let every member join before measuring
     pad = b"x" * max(0, size - _HDR.size)
     outstanding = 0
@@ -129,14 +131,20 @@ def _result(count: int, seconds: float, cpu: float, lat: list[float]) -> dict:
 
 
 def _run(
-    mode: str, members: int, seconds: float, size: int, window: int, stack: str = "total"
+    mode: str,
+    members: int,
+    seconds: float,
+    size: int,
+    window: int,
+    stack: str = "total",
+    transport: str = "udp",
 ) -> list[dict]:
     addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(members)]
     seeds = ",".join(addrs)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "stack.bench", "worker", mode, "bench", a, seeds]
-            + [str(seconds), str(size), str(window), str(i), stack],
+            + [str(seconds), str(size), str(window), str(i), stack, transport],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -156,11 +164,19 @@ def _run(
 
 
 def bench_stack(
-    members: int = 3, size: int = 64, seconds: float = 10, window: int = 2000, stack: str = "total"
+    members: int = 3,
+    size: int = 64,
+    seconds: float = 10,
+    window: int = 2000,
+    stack: str = "total",
+    transport: str = "udp",
 ) -> int:
-    print(f"{members} member processes on 127.0.0.1, {size} B messages, {seconds}s, UDP, {stack}")
+    print(
+        f"{members} member processes on 127.0.0.1, {size} B messages, {seconds}s, "
+        f"{transport.upper()} transport, stack {stack}"
+    )
     raw = _run("RAW", members, seconds, size, window)
-    total = _run("STACK", members, seconds, size, window, stack)
+    total = _run("STACK", members, seconds, size, window, stack, transport)
     raw_rate = statistics.mean(r["rate"] for r in raw)
     for label, rows in (("raw batched UDP fan-out (baseline)", raw), ("total order", total)):
         print(f"\n{label}:")
@@ -232,13 +248,21 @@ if __name__ == "__main__":
     if sys.argv[1] == "views":
         asyncio.run(_view_worker(sys.argv[4], sys.argv[3].split(","), sys.argv[2] == "1"))
     elif sys.argv[1] == "worker":
-        mode, name, listen, seeds, seconds, size, window, index, stack = sys.argv[2:11]
+        mode, name, listen, seeds, seconds, size, window, index, stack, transport = sys.argv[2:12]
         seeds_l = seeds.split(",")
         if mode == "RAW":
             coro = _raw_worker(listen, seeds_l, float(seconds), int(size), int(index))
         else:
             coro = _stack_worker(
-                name, listen, seeds_l, float(seconds), int(size), int(window), int(index), stack
+                name,
+                listen,
+                seeds_l,
+                float(seconds),
+                int(size),
+                int(window),
+                int(index),
+                stack,
+                transport,
             )
         print(json.dumps(asyncio.run(coro)), flush=True)
         os._exit(0)

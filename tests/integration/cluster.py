@@ -23,8 +23,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 class Cluster:
-    def __init__(self, cls: str, group: str, n: int, log_dir: str, spare: int = 2) -> None:
+    def __init__(
+        self, cls: str, group: str, n: int, log_dir: str, spare: int = 2, extra: tuple = ()
+    ) -> None:
         self.cls = cls
+        self.extra = list(extra)  # more `cohort serve` options, e.g. ("--transport", "tcp")
         self.group = group
         self.log_dir = log_dir
         ports = free_udp_ports(n + spare)
@@ -51,6 +54,7 @@ class Cluster:
             addr,
             "--seeds",
             ",".join(self.seeds),
+            *self.extra,
         ]
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         p = subprocess.Popen(

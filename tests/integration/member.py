@@ -1,6 +1,6 @@
 """A group member in its own process, for the real-process tests.
 
-Usage: member.py NAME LISTEN SEEDS COUNT TRACE [PARAMS_JSON]
+Usage: member.py NAME LISTEN SEEDS COUNT TRACE [PARAMS_JSON]   (COHORT_TRANSPORT=tcp for TCP)
 Joins, prints JOINED, casts COUNT messages (one every 5 ms), prints CAST, then keeps serving
 until SIGTERM, when it leaves gracefully and exits 0. Every record goes to TRACE.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 
@@ -18,7 +19,10 @@ from stack import aio
 async def main() -> None:
     name, listen, seeds, count, trace = sys.argv[1:6]
     params = json.loads(sys.argv[6]) if len(sys.argv) > 6 else None
-    group = await aio.join(name, listen, seeds.split(","), params=params, trace_path=trace)
+    transport = os.environ.get("COHORT_TRANSPORT", "udp")
+    group = await aio.join(
+        name, listen, seeds.split(","), params=params, trace_path=trace, transport=transport
+    )
     print("JOINED", flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

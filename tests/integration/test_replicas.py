@@ -172,3 +172,19 @@ def test_a_killed_replica_is_out_of_the_view_before_any_heartbeat_timeout(counte
     c.kill(coord)
     c.wait(lambda s: all(x and coord not in x["members"] for x in s.values()), others, 5)
     assert time.monotonic() - t0 < 0.8
+
+
+def test_replicas_over_the_tcp_transport_survive_a_coordinator_crash(tmp_path):
+    c = Cluster("samples.counter:Counter", "tcpc", 3, str(tmp_path), extra=("--transport", "tcp"))
+    try:
+        c.start_all()
+        with Clients(c.ref, 2, counter_ops) as clients:
+            time.sleep(0.7)
+            coord = c.coordinator(c.seeds)
+            c.kill(coord)
+            time.sleep(1.5)
+        live = [a for a in c.seeds if a != coord]
+        c.wait_converged(live)
+        assert_linearizable(clients.history, CounterModel(), c.log_dir)
+    finally:
+        c.close()
