@@ -542,6 +542,15 @@ class Engine:
             log.error("%s: bad state chunk from %s: %s; asking again", self.me, donor, e)
             return self._request_state()
         self._send(donor, _pack([ACK, xid, msg[2]]))
+        if asm.received % 64 == 0 and not complete:  # large states: a line every 2 MiB
+            log.info(
+                "%s: state transfer from %s: %d of %d bytes (%.0f%%)",
+                self.me,
+                donor,
+                asm.bytes_received,
+                asm.total_size,
+                100 * asm.progress(),
+            )
         if not complete:
             return
         self.incoming = None

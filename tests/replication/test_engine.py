@@ -1161,3 +1161,18 @@ def test_a_batch_buffered_by_a_joiner_is_applied_after_the_cut():
     g.safe()
     assert sorted(r.value for r in rs) == [2, 4]
     assert len(g.digests()) == 1
+
+
+def test_a_large_transfer_logs_its_progress(caplog) -> None:
+    g = Group().form(Blob)
+    submit(g["a"], "fill", "big", 3000, 1024, rid=1)  # ~3 MB: more than one progress step
+    g.settle()
+    with caplog.at_level("INFO", logger="cohort.replica"):
+        admit(g, "d", Blob)
+        while g.sends:
+            g.pump()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("sending state to d" in m for m in lines)
+    steps = [m for m in lines if "state transfer from a:" in m]
+    assert steps and "%)" in steps[0]
+    assert any("state received from a" in m for m in lines)
