@@ -149,18 +149,32 @@ class Cluster:
     """Member processes on 127.0.0.1, always reaped."""
 
     def __init__(self, tmp_path, n: int, count: int = 200, transport: str = "udp") -> None:
+        self.tmp_path, self.count, self.transport = tmp_path, count, transport
         self.addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(n)]
-        self.paths = [str(tmp_path / f"m{i}.jsonl") for i in range(n)]
+        self.seeds = ",".join(self.addrs)
+        self.paths: list[str] = []
         self.procs: list[subprocess.Popen] = []
-        seeds = ",".join(self.addrs)
-        for addr, path in zip(self.addrs, self.paths):
-            cmd = [sys.executable, MEMBER, "t", addr, seeds, str(count), path, json.dumps(FAST)]
-            env = dict(os.environ, COHORT_TRANSPORT=transport)
-            self.procs.append(
-                subprocess.Popen(
-                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-                )
+        for addr in list(self.addrs):
+            self.spawn(addr)
+
+    def spawn(self, addr: str) -> int:
+        """Start a member process at `addr` (a seed, or a joiner); returns its index."""
+        if addr not in self.addrs:
+            self.addrs.append(addr)
+        path = str(self.tmp_path / f"m{len(self.paths)}.jsonl")
+        self.paths.append(path)
+        cmd = [sys.executable, MEMBER, "t", addr, self.seeds, str(self.count), path]
+        env = dict(os.environ, COHORT_TRANSPORT=self.transport)
+        self.procs.append(
+            subprocess.Popen(
+                [*cmd, json.dumps(FAST)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
             )
+        )
+        return len(self.procs) - 1
 
     def wait_line(self, i: int, line: str, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
@@ -222,6 +236,28 @@ def test_sigkill_of_the_coordinator_and_sigstop_of_a_member(tmp_path, transport)
         for i in (1, 2, 3):
             c.procs[i].terminate()
         for i in (1, 2, 3):
+            assert c.procs[i].wait(10) == 0
+    finally:
+        c.close()
+    checked(c.paths, [])
+
+
+@pytest.mark.timeout(60)
+def test_a_member_joins_under_load_and_another_is_killed(tmp_path):
+    c = Cluster(tmp_path, 3, count=400)
+    try:
+        for i in range(3):
+            c.wait_line(i, "JOINED")
+        joiner = c.spawn(f"127.0.0.1:{aio.free_udp_ports(1)[0]}")  # while everyone casts
+        c.wait_line(joiner, "JOINED", 15)
+        assert c.addrs[joiner] in c.views_of(0)[-1][1]
+        c.procs[1].kill()  # a plain member this time
+        c.wait_view_without(0, c.addrs[1])
+        for i in (0, 2, joiner):
+            c.wait_line(i, "CAST", 30)
+        for i in (0, 2, joiner):
+            c.procs[i].terminate()  # graceful leaves
+        for i in (0, 2, joiner):
             assert c.procs[i].wait(10) == 0
     finally:
         c.close()
