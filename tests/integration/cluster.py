@@ -193,6 +193,20 @@ class Clients:
         for p in self.proxies:
             p.close()
 
+    def wait_progress(self, calls: int, timeout: float = 15.0) -> int:
+        """Block until `calls` more calls have completed (the load ran through whatever happened
+        meanwhile); fail with the client errors seen if it does not happen within `timeout`."""
+        target = self.completed() + calls
+        deadline = time.monotonic() + timeout
+        while self.completed() < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"clients completed {self.completed()} calls, expected {target} within "
+                    f"{timeout}s; last errors: {self.errors[-3:]}"
+                )
+            time.sleep(0.02)
+        return self.completed()
+
     def completed(self) -> int:
         with self.lock:
             return sum(1 for op in self.history if op.ret is not None)
