@@ -36,6 +36,40 @@ daemon.requestLoop()
 """
 
 
+ORB_SERVER = """
+import asyncio, sys
+from orb.wire import WireServer
+value = [0]
+def add(n):
+    value[0] += n
+    return value[0]
+async def main():
+    server = WireServer({"counter": {"add": add}})
+    await server.start("127.0.0.1", int(sys.argv[1]))
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def _orb_only(port: int) -> tuple[subprocess.Popen, Callable[[], Callable[[], object]]]:
+    """The same unreplicated counter behind our asyncio Pyro5-protocol server (design.md §7: the
+    server choice measured on its own, without the group), called by plain Pyro5 proxies."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ORB_SERVER, str(port)], stdout=subprocess.PIPE, text=True
+    )
+    proc.stdout.readline()
+
+    def make_call():
+        from Pyro5 import api, config
+
+        config.SERIALIZER = "msgpack"
+        proxy = api.Proxy(f"PYRO:counter@127.0.0.1:{port}")
+        return lambda: proxy.add(1)
+
+    return proc, make_call
+
+
 def _run_clients(
     make_call: Callable[[], Callable[[], object]], clients: int, seconds: float
 ) -> dict:
@@ -112,6 +146,9 @@ def bench_calls(
     procs = [spawn_replica("samples.counter:Counter", "counter", a, addrs, log_dir) for a in addrs]
     plain, plain_call = _plain_pyro(ports[-1])
     procs.append(plain)
+    orb_port = free_udp_ports(1)[0]
+    orb, orb_call = _orb_only(orb_port)
+    procs.append(orb)
     ref = f"PYROGROUP:counter@{','.join(addrs)}"
     try:
         wait_ready("counter", addrs, 30)
@@ -125,9 +162,14 @@ def bench_calls(
         print(f"{'clients':>8} {'system':<12}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
         for clients in client_counts:
             base = _run_clients(plain_call, clients, seconds)
+            server = _run_clients(orb_call, clients, seconds)
             ours = _run_clients(replicated_call, clients, seconds)
             print(
                 f"{clients:>8} {'pyro5 plain':<12}{base['rate']:>10.0f}{base['p50']:>9.2f}{base['p99']:>9.2f}"
+            )
+            print(
+                f"{clients:>8} {'asyncio orb':<12}{server['rate']:>10.0f}{server['p50']:>9.2f}"
+                f"{server['p99']:>9.2f}{server['rate'] / base['rate']:>7.2f}x  (unreplicated)"
             )
             print(
                 f"{clients:>8} {'cohort':<12}{ours['rate']:>10.0f}{ours['p50']:>9.2f}{ours['p99']:>9.2f}"
