@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,6 +24,7 @@ from replication.engine import Engine
 from stack import aio
 from stack.events import Block, Deliver, DeliverSend, Exit, Safe
 from stack.events import View as ViewEv
+from state import codec
 
 log = logging.getLogger("cohort.replica")
 
@@ -167,15 +169,9 @@ class Replica:
 
     async def _boot(self) -> None:
         host, port = parse_addr(self.listen)
-        self._server = WireServer(
-            {
-                object_id(self.group_name): {
-                    "invoke": self._invoke,
-                    "describe": self._describe,
-                    "status": self._status,
-                }
-            }
-        )
+        methods = {name: self._plain_call(name) for name in class_info(self.cls).methods}
+        methods.update(invoke=self._invoke, describe=self._describe, status=self._status)
+        self._server = WireServer({object_id(self.group_name): methods})
         # watchers (fast crash detection) and, on the TCP transport, group peers connect here too
         self._server.raw_handlers.update(aio.tcp_handlers(self.listen))
         await self._server.start(host, port, ssl=self.ssl_context)
@@ -305,6 +301,30 @@ class Replica:
             ]
         )
         return [status, body, known]
+
+    def _plain_call(self, method: str):
+        """A user method for plain Pyro5 proxies (`Pyro5.api.Proxy("PYRO:cohort.<group>@host:port")`):
+        ordered and answered once uniform like any call, but a retry after a lost reply is a new
+        call, since a plain proxy has no request ids (GroupProxy gives exactly-once)."""
+        kind = class_info(self.cls).methods[method].kind
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            payload = codec.dumps([list(args), kwargs], root=f"{method}()")
+            cid = os.urandom(8)
+            status, body, _view = await self._invoke(
+                cid, 1, method, payload, 0, kind == "local", None
+            )
+            if status == st.OK:
+                return codec.loads(body)
+            if status == st.ERROR:
+                raise st.decode_exception(body)
+            raise (
+                st.NoQuorum(str(body))
+                if status == st.NO_QUORUM
+                else st.RemoteError("Cohort", str(body))
+            )
+
+        return call
 
     def _describe(self) -> dict:
         view = self.engine.view if self.engine else None

@@ -59,3 +59,28 @@ def test_group_resolved_through_the_name_server_and_unregistered_on_stop():
 def test_no_name_server_is_a_named_error_that_says_what_to_do():
     with pytest.raises(replication.GroupUnavailable, match="no Pyro5 name server"):
         replication.connect("PYROGROUPNAME:x", ns_host="127.0.0.1", ns_port=_free_tcp_port())
+
+
+def test_a_plain_pyro5_proxy_can_call_a_replica():
+    from Pyro5 import api, config
+
+    addrs = [f"127.0.0.1:{p}" for p in free_udp_ports(3)]
+    replicas = [replication.Replica(Counter, "plain", a, addrs) for a in addrs]
+    starters = [threading.Thread(target=r.start) for r in replicas]
+    try:
+        for t in starters:
+            t.start()
+        for t in starters:
+            t.join(60)
+        old, config.SERIALIZER = config.SERIALIZER, "msgpack"
+        with api.Proxy(f"PYRO:cohort.plain@{addrs[1]}") as p:
+            assert p.add(4) == 4
+            assert p.get() == 4
+            with pytest.raises(AttributeError):
+                p.nope()
+        config.SERIALIZER = old
+        with replication.connect(f"PYROGROUP:plain@{addrs[0]}") as c:
+            assert c.get() == 4  # the same replicated state
+    finally:
+        for r in replicas:
+            r.stop()
