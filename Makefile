@@ -38,3 +38,9 @@ mutants: $(STAMP)
 
 explore: $(STAMP)
 	$(BIN)/python tests/explore/explorer.py 20000
+
+# Secure stack (issue 5): 5,000,000 fuzzed packets into a member and 1,250,000 into a joiner
+# (make test runs 200,000 and 50,000); another corpus mutation order with COHORT_FUZZ_SEED=n.
+.PHONY: fuzz
+fuzz: $(STAMP)
+	COHORT_FUZZ=$${COHORT_FUZZ:-5000000} $(BIN)/python -m pytest tests/security/test_fuzz.py -q -s -p no:cacheprovider --timeout 3600

@@ -28,6 +28,29 @@ def _params(items: Sequence[str]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _secret_opts(path: str, stack: str, params: dict | None) -> dict:
+    """`cohort serve --secret-file`: the group secret into params, and a secure stack."""
+    try:
+        with open(path, "rb") as f:
+            secret = f.read().rstrip(b" \t\r\n")  # trailing whitespace (a newline) is ignored
+    except OSError as e:
+        raise SystemExit(f"cannot read --secret-file {path!r}: {e.strerror}") from None
+    if len(secret) < 16:
+        raise SystemExit(
+            f"--secret-file {path!r} holds {len(secret)} bytes; a group secret needs at least 16 "
+            "random bytes (make one with: head -c 32 /dev/urandom > FILE)"
+        )
+    stack = {"total": "secure", "total-batch": "secure-batch"}.get(stack, stack)
+    from stack.compose import StackConfigError, compose
+
+    try:
+        if "auth" not in compose(stack).names:
+            raise SystemExit(f"--secret-file needs a secure stack (e.g. 'secure'), not {stack!r}")
+    except StackConfigError as e:
+        raise SystemExit(f"--stack: {e}") from None
+    return {"stack": stack, "params": {**(params or {}), "auth": {"secret": secret}}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cohort", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -60,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--seeds", default="", help="comma list of the founding replicas")
     p_serve.add_argument("--stack", default="total")
     p_serve.add_argument("--transport", choices=["udp", "tcp"], default="udp")
+    p_serve.add_argument(
+        "--secret-file",
+        help="group secret (16+ random bytes, the same file on every replica): admit only members "
+        "that hold it, encrypt the group's traffic, new key at every view (stack 'secure')",
+    )
     p_serve.add_argument("--param", action="append", default=[], help="layer.key=value")
     p_serve.add_argument("--trace", help="append this replica's group trace to this file")
     p_serve.add_argument("--ns", action="store_true", help="register in the Pyro5 name server")
@@ -151,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         opts = dict(stack=args.stack, params=_params(args.param) or None, trace_path=args.trace)
         opts["transport"] = args.transport
+        if args.secret_file:
+            opts.update(_secret_opts(args.secret_file, args.stack, opts["params"]))
         if args.tls_cert:
             from orb.tls import server_context
 

@@ -30,7 +30,7 @@ from typing import Any
 from stack import fdsock
 from stack.batch import Batcher
 from stack.compose import StackSpec, compose
-from stack.events import Backpressure, Exit
+from stack.events import Backpressure, Exit, Refused
 from stack.events import View as ViewEv
 from stack.record import Recorder
 from stack.runtime import Endpoint
@@ -55,6 +55,12 @@ SOCKET_BUFFER = 8 << 20
 class JoinTimeout(TimeoutError):
     """No primary view admitted us in time: check that a majority of the seeds is running and
     reachable at the addresses given, and that every member uses the same group name."""
+
+
+class JoinRefused(PermissionError):
+    """The group refused us: our group secret is not the group's, or our stack does not match the
+    group's (a secure group admits only members that run the same stack and protection), or the
+    group is secure and we joined without its secret. The message says which."""
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
@@ -271,6 +277,7 @@ class Group:
         self._room = asyncio.Event()  # clear while the flow layer says its window is full
         self._room.set()
         self.backpressure_waits = 0  # casts that had to wait for room (tests, diagnostics)
+        self.refused: str | None = None  # why the group refused to admit us (see JoinRefused)
         self._max_size = spec.param("frag").max_size if "frag" in spec.names else None
         self.ep = Endpoint(
             listen,
@@ -380,6 +387,9 @@ class Group:
             sock.send(tag, dest, data)
         for ev in self.ep.take_events():
             cls = type(ev)
+            if cls is Refused:  # wake `join`, which raises JoinRefused
+                self.refused = ev.reason
+                self._views.put_nowait(self.view)
             if cls is Backpressure:  # for cast() only, not the application's event stream
                 if ev.blocked:
                     self._room.clear()
@@ -426,7 +436,11 @@ async def join(
     """Join (or, as the first seed, form) the group `name`.
 
     Returns once we are an acceptor of a primary view (we took part in a flush), so the group can
-    already lose a minority without waiting for us; raises `JoinTimeout` otherwise.
+    already lose a minority without waiting for us; raises `JoinTimeout` otherwise, and
+    `JoinRefused` when the group refuses us.
+    A secure group (stack "secure": authenticated joins, encrypted packets, a new key at every
+    view) needs its secret, the same on every member: `params={"auth": {"secret": b"<at least 16
+    random bytes>"}}`; the group name is bound into every key (docs/security.md).
     `transport` is "udp" (default) or "tcp" (every member of a group must use the same);
     `fast_detection` watches the member ranked above us over TCP (see stack.fdsock).
     """
@@ -434,6 +448,8 @@ async def join(
     for k, v in (params or {}).items():
         merged.setdefault(k, {}).update(v)
     names = set(compose(stack).names)
+    if "auth" in names:
+        merged.setdefault("auth", {}).setdefault("group", name)
     spec = compose(stack, {k: v for k, v in merged.items() if k in names})
     sock = await _socket_for(listen, transport)
     if transport == "tcp" or fast_detection:
@@ -447,14 +463,25 @@ async def join(
         group.watcher = fdsock.RingMonitor(group)
         if group.view is not None:
             group.watcher.on_view(group.view)
-    try:
-        await group.wait_view(lambda v: v.primary and listen in v.last_primary, timeout)
-    except TimeoutError:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while group.refused is None and not (
+        group.view is not None and group.view.primary and listen in group.view.last_primary
+    ):
+        left = deadline - loop.time()
+        if left <= 0:
+            group.close()
+            raise JoinTimeout(
+                f"{listen} could not join group {name!r} within {timeout}s via seeds "
+                f"{', '.join(seeds)}: is a majority of the seeds running?"
+            )
+        try:
+            await asyncio.wait_for(group._views.get(), left)
+        except asyncio.TimeoutError:
+            pass
+    if group.refused is not None:
         group.close()
-        raise JoinTimeout(
-            f"{listen} could not join group {name!r} within {timeout}s via seeds "
-            f"{', '.join(seeds)}: is a majority of the seeds running?"
-        ) from None
+        raise JoinRefused(f"{listen} was refused by group {name!r}: {group.refused}")
     return group
 
 

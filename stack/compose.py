@@ -22,6 +22,18 @@ PRESETS: dict[str, str] = {
     "total": "top:frag:sequencer:flow:flush:gms:suspect:stable:pt2pt:nak:bottom",
     #: total order with the casts of one event-loop tick packed into one message (throughput)
     "total-batch": "top:batch:frag:sequencer:flow:flush:gms:suspect:stable:pt2pt:nak:bottom",
+    #: total order in a closed group: joins authenticated by the group secret, every packet under
+    #: an AEAD whose key changes at every view (needs params={"auth": {"secret": ...}})
+    "secure": "top:frag:sequencer:flow:flush:gms:suspect:stable:pt2pt:nak:encrypt:auth:bottom",
+    "secure-batch": (
+        "top:batch:frag:sequencer:flow:flush:gms:suspect:stable:pt2pt:nak:encrypt:auth:bottom"
+    ),
+}
+
+#: why a property is needed, for the layers where the bare name does not say it
+WHY = {
+    "keyx": "an encrypt layer needs an authenticated key exchange, or it would take keys from "
+    "anyone",
 }
 
 
@@ -80,10 +92,11 @@ def check(names: list[str]) -> None:
             prop = missing[0]
             fixes = sorted(n for n, c in REGISTRY.items() if prop in c.provides)
             where = f"below {name!r}"
+            why = f" ({WHY[prop]})" if prop in WHY else ""
             raise StackConfigError(
                 f"{name!r} requires {prop!r}, which no layer below it provides "
                 f"(below: {', '.join(reversed(below_names)) or 'nothing'}); "
-                f"add one of: {', '.join(fixes) or '(none)'} {where}"
+                f"add one of: {', '.join(fixes) or '(none)'} {where}{why}"
             )
         below |= cls.provides
         below_names.append(name)
@@ -96,12 +109,39 @@ def check(names: list[str]) -> None:
                 f"{name!r} requires {missing[0]!r} above it; add one of: {', '.join(fixes)} "
                 f"above {name!r}"
             )
+    _check_protection(names)
+
+
+def _check_protection(names: list[str]) -> None:
+    """encrypt and auth come together, at the bottom: a layer below the cipher would send its
+    headers in clear, and a key exchange without encryption protects nothing in the view."""
+    if "auth" in names and "encrypt" not in names:
+        raise StackConfigError(
+            "'auth' without 'encrypt' leaves in-view packets unprotected; add encrypt right above "
+            "auth (encrypt confidential=False if you only need authentication)"
+        )
+    if "encrypt" in names and names[-3:] != ["encrypt", "auth", "bottom"]:
+        raise StackConfigError(
+            "'encrypt' must sit right above 'auth', and 'auth' right above 'bottom' "
+            "(…:nak:encrypt:auth:bottom): a layer below the cipher would send its headers in clear"
+        )
+
+
+def _suite(names: list[str], built: list[Any]) -> str:
+    """What a joiner's stack must match (auth binds it into the join): layers and protection."""
+    enc = built[list(reversed(names)).index("encrypt")]
+    return f"{':'.join(names)};{enc.cipher};confidential={enc.confidential}"
 
 
 def compose(spec: str, params: dict[str, dict[str, Any]] | None = None) -> StackSpec:
-    """Validate `spec` (a colon string, top first, or a preset name) and its parameters."""
+    """Validate `spec` (a colon string, top first, or a preset name) and its parameters.
+
+    With `params` given (even empty), the stack is about to run, and a layer missing a setting it
+    cannot work without (the group secret of `auth`) is refused; without, only the shape is checked.
+    """
     names = parse(spec)
     check(names)
+    configured = params is not None
     params = dict(params or {})
     built: list[Any] = []
     for name in reversed(names):
@@ -122,5 +162,14 @@ def compose(spec: str, params: dict[str, dict[str, Any]] | None = None) -> Stack
         raise StackConfigError(
             f"parameters given for layer(s) not in the stack: {', '.join(sorted(params))}"
         )
+    if "auth" in names:
+        i = list(reversed(names)).index("auth")
+        built[i] = dataclasses.replace(built[i], suite=_suite(names, built))
+    if configured:  # a stack about to run: every layer must have what it cannot work without
+        for name, p in zip(reversed(names), built):
+            ready = getattr(p, "ready", None)
+            problem = ready() if callable(ready) else None
+            if problem:
+                raise StackConfigError(f"layer {name!r}: {problem}")
     classes = tuple(REGISTRY[n] for n in reversed(names))
     return StackSpec(PRESETS.get(spec, spec), classes, tuple(built))

@@ -141,6 +141,14 @@ class Backpressure:
     blocked: bool
 
 
+@dataclass(slots=True, frozen=True)
+class Refused:
+    """The group refused to admit us, or our credentials do not match its own (up, to the
+    application; `stack.aio.join` raises `JoinRefused` with `reason`, which says what to check)."""
+
+    reason: str
+
+
 # --- between layers ------------------------------------------------------------------------------
 
 
@@ -240,6 +248,15 @@ class Granted:
     """
 
     remaining: tuple[float, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class Keys:
+    """auth hands this view's keyring (`stack.layers.keyring.Keyring`) and a fresh random key for
+    the next view this member may install to encrypt and gms (up; gms consumes it). Local only."""
+
+    ring: Any
+    fresh: bytes = field(repr=False)
 
 
 @dataclass(slots=True, frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 ViewId = tuple[int, str]  # (ltime, address of the coordinator that proposed it); lexicographic
 
@@ -29,6 +30,9 @@ class View:
     tag: int = field(default=0, compare=False)
     #: the flush ballot that installed this view (relays of the view carry it)
     ballot: tuple | None = field(default=None, compare=False)
+    #: this endpoint's key material for the view (secure stacks: a `stack.layers.keyring.Keyring`,
+    #: delivered by the key transport of the install). Local only: never compared, printed or sent
+    keys: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.tag:

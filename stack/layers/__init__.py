@@ -1,7 +1,9 @@
 """The micro-protocol layers, one per module, registered by stack token (written out by hand)."""
 
+from stack.layers.auth import Auth
 from stack.layers.batch import Batch
 from stack.layers.bottom import Bottom
+from stack.layers.encrypt import Encrypt
 from stack.layers.flow import Flow
 from stack.layers.flush import Flush
 from stack.layers.frag import Frag
@@ -25,6 +27,8 @@ REGISTRY: dict[str, type] = {
     "stable": StableLayer,
     "pt2pt": Pt2pt,
     "nak": Nak,
+    "encrypt": Encrypt,
+    "auth": Auth,
     "bottom": Bottom,
 }
 

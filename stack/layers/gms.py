@@ -24,6 +24,12 @@ it exists once a majority of the seeds has gathered.
 Before installing a view that excludes live members, the coordinator waits out the delivery leases
 that members granted them (`Granted`, see `suspect`), so a zombie stops delivering before the primary
 moves on. Requires: fifo, suspicion, lease. Provides: views.
+
+Secure stacks (an `auth` layer below): auth hands us the view's keyring and a fresh key (`Keys`).
+Every INSTALL we send carries the members' public keys and the view key, which auth turns into a
+per-recipient grant; an INSTALL we receive comes with the keyring auth opened from its grant, and
+every view record we make carries its keyring (`View.keys`). Nothing else changes: without auth,
+the messages and the protocol are exactly those above.
 """
 
 from __future__ import annotations
@@ -45,10 +51,12 @@ from stack.events import (
     FlushReport,
     FlushStart,
     Granted,
+    Keys,
     Lease,
     Leave,
     OldView,
     Oob,
+    Refused,
     Send,
     Stable,
     Suspect,
@@ -67,6 +75,7 @@ from stack.layers.gms_wire import (
     OOB_INSTALL,
     OOB_JOIN,
     OOB_PROBE,
+    OOB_REFUSED,
     REPORT,
     START,
     SUSPECT,
@@ -124,6 +133,8 @@ class Gms(Layer):
         self.cut_t = 0.0  # the coordinator's clock in the latest CUT
         self.coord = CoordinatorRole(self)
         self.relayed: dict[str, float] = {}
+        self.ring = view.keys  # secure stacks: this view's keyring (auth's `Keys` may update it)
+        self.fresh: bytes | None = None  # the key of a view we install (from auth)
         ctx.set_timer(params.retry_interval, "tick")
         if not view.primary:
             self._send_joins()
@@ -170,6 +181,8 @@ class Gms(Layer):
                 self.ctx.count("gms.bad_oob")
         elif cls is OldView:
             self._relay(ev.src)
+        elif cls is Keys:
+            self.ring, self.fresh = ev.ring, ev.fresh
         elif cls is Timer:
             self._tick()
             self.ctx.set_timer(self.params.retry_interval, "tick")
@@ -367,7 +380,17 @@ class Gms(Layer):
             ballot = (int(msg[3][0]), str(msg[3][1])) if len(msg) > 3 and msg[3] else None
             if ballot is not None:
                 proposal = dataclasses.replace(proposal, ballot=ballot)
+            # secure stacks: the keyring auth opened for us (in others, nothing sends one)
+            keys = msg[5] if self.ring is not None and len(msg) > 5 else None
+            if keys is None and self.ring is not None and self.ctx.me in proposal.members:
+                self.ctx.count("gms.install_without_key")
+                return
+            if keys is not None:
+                proposal = dataclasses.replace(proposal, keys=keys)
             self._on_install(proposal, [str(j) for j in msg[2]], ballot)
+        elif kind == OOB_REFUSED:
+            if not self.view.primary:  # only a joiner cares; auth never lets this through
+                self.ctx.up(Refused(str(msg[1])))
         else:
             self.ctx.count("gms.bad_oob")
 
@@ -421,6 +444,9 @@ class Gms(Layer):
             w.last_primary_vid,
             v.vid,
         )
+        if self.ring is not None:  # alone: a key no one else holds
+            key = self.fresh if self.fresh is not None else self.ring.key
+            alone = dataclasses.replace(alone, keys=self.ring.successor(key, {me: self.ring.pub}))
         self.ctx.trace(f"gms excluded by {w}")
         self.ctx.up(View(alone))
 
@@ -432,7 +458,7 @@ class Gms(Layer):
             return  # only a primary view is where the group went
         self.relayed[src] = self.ctx.now
         ballot = list(v.ballot) if v.ballot else None
-        self.ctx.down(Oob(src, [OOB_INSTALL, view_to_wire(v), [], ballot]))
+        self.ctx.down(Oob(src, [OOB_INSTALL, view_to_wire(v), [], ballot, *self._keyed(v)]))
 
     # --- joins -----------------------------------------------------------------------------------
 
@@ -455,9 +481,29 @@ class Gms(Layer):
             if m not in v.members:
                 self.ctx.down(Oob(m, msg))
 
+    def _keyed(self, v: ViewRec) -> list:
+        """What a secure INSTALL of our current view carries: public keys and the view key."""
+        if self.ring is None:
+            return []
+        return [[self.ring.pubs.get(m) for m in v.members], self.ring.key]
+
+    def install_keys(self, members: tuple[str, ...]) -> tuple[list, bytes] | tuple[None, None]:
+        """Public keys of a view we install (joiners' from their authenticated join) and its key."""
+        if self.ring is None:
+            return None, None
+        pubs = []
+        for m in members:
+            j = self.joiners.get(m)
+            pubs.append(j[6] if j is not None and len(j) > 6 else self.ring.pubs.get(m))
+        return pubs, self.fresh
+
     def _on_join(self, msg: list) -> None:
-        _, addr, ltime, _, _, _ = msg
+        _, addr, ltime, _, _, _ = msg[:6]
         addr = str(addr)
+        # secure stacks: auth appended the joiner's public key; a new one means a new incarnation
+        pub = msg[6] if len(msg) > 6 else None
+        known = self.ring.pubs.get(addr) if self.ring is not None else None
+        reborn = pub is not None and known is not None and pub != known
         v = self.view
         if type(ltime) is not int:
             raise TypeError("ltime")
@@ -469,10 +515,12 @@ class Gms(Layer):
             r = v.rank(addr)
             if r == self.me:
                 return
-            if ltime < v.ltime:  # it never installed this view (its INSTALL was lost): resend
+            if ltime < v.ltime and not reborn:  # it never installed this view (lost): resend
                 if self.ctx.now - self.relayed.get(addr, -1.0) >= 0.05:
                     self.relayed[addr] = self.ctx.now
-                    self.ctx.down(Oob(addr, [OOB_INSTALL, view_to_wire(v), [addr]]))
+                    out = [OOB_INSTALL, view_to_wire(v), [addr]]
+                    keyed = self._keyed(v)
+                    self.ctx.down(Oob(addr, [*out, None, *keyed] if keyed else out))
                 return
             # it left this view (excluded elsewhere, or far behind): take it out and back in within
             # one flush, so the view keeps its majority while it rejoins by state transfer

@@ -216,11 +216,17 @@ class CoordinatorRole:
         v = self.g.view
         joiners = [m for m in proposal.members if v.rank(m) < 0 or v.rank(m) in self.excluded]
         msg = [OOB_INSTALL, self.proposal, joiners, list(self.ballot)]
+        pubs, key = self.g.install_keys(proposal.members)
+        if pubs is not None:  # secure stack: auth turns the key into a grant per recipient
+            msg += [pubs, key]
         leavers = [self.g.view.members[r] for r in self.g.leaving]
         for m in dict.fromkeys([*proposal.members, *leavers]):
             if m != self.g.ctx.me:
                 self.g.ctx.down(Oob(m, msg))
         proposal = dataclasses.replace(proposal, ballot=self.ballot)
+        if pubs is not None:
+            ring = self.g.ring.successor(key, dict(zip(proposal.members, pubs)))
+            proposal = dataclasses.replace(proposal, keys=ring)
         self.ballot = None
         self.g._apply_install(proposal, joiners)
 

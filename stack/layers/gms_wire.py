@@ -12,6 +12,8 @@ from stack.view import View as ViewRec
 
 START, REPORT, CUT, DONE, SUSPECT, LEAVE, FWD_JOIN, NACK = range(8)
 OOB_JOIN, OOB_INSTALL, OOB_PROBE = "join", "install", "probe"
+#: a member's answer to a join it cannot accept (a secure group's reply to an unauthenticated join)
+OOB_REFUSED = "refused"
 
 
 def view_to_wire(v: ViewRec) -> list:
