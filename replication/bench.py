@@ -6,6 +6,7 @@ measured right beside ours, with the same client threads, so the ratio is what t
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -137,6 +138,7 @@ def bench_calls(
     seconds: float,
     failover: bool,
     plot: str | None = None,
+    secure: bool = False,
 ) -> int:
     from replication import connect
 
@@ -150,6 +152,18 @@ def bench_calls(
     orb, orb_call = _orb_only(orb_port)
     procs.append(orb)
     ref = f"PYROGROUP:counter@{','.join(addrs)}"
+    secure_call = None
+    if secure:  # the same group on the secure stack (authenticated joins, AEAD, rekeying)
+        key = os.path.join(log_dir, "group.key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(32))
+        saddrs = [f"127.0.0.1:{p}" for p in free_udp_ports(replicas)]
+        procs += [
+            spawn_replica(
+                "samples.counter:Counter", "scounter", a, saddrs, log_dir, ("--secret-file", key)
+            )
+            for a in saddrs
+        ]
     try:
         wait_ready("counter", addrs, 30)
         shared = connect(ref)
@@ -158,6 +172,14 @@ def bench_calls(
             return lambda: shared.add(1)
 
         shared.add(0)
+        if secure:
+            wait_ready("scounter", saddrs, 30)
+            sproxy = connect(f"PYROGROUP:scounter@{','.join(saddrs)}")
+            sproxy.add(0)
+
+            def secure_call():
+                return lambda: sproxy.add(1)
+
         print(f"cohort bench calls: {replicas} replicas, {seconds:g}s per run, Counter.add(1)")
         print(f"{'clients':>8} {'system':<12}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
         for clients in client_counts:
@@ -179,6 +201,13 @@ def bench_calls(
                 f"{'':>8} p50 ratio cohort/plain: {ours['p50'] / base['p50']:.2f}x"
                 f"   errors: {ours['errors']}"
             )
+            if secure_call is not None:
+                sec = _run_clients(secure_call, clients, seconds)
+                print(
+                    f"{clients:>8} {'cohort secure':<12}{sec['rate']:>10.0f}{sec['p50']:>9.2f}"
+                    f"{sec['p99']:>9.2f}{sec['rate'] / base['rate']:>7.2f}x  "
+                    f"(keeps {100 * sec['rate'] / ours['rate']:.0f}% of cohort's throughput)"
+                )
             raft = _pysyncobj(clients, seconds)
             if raft is None:
                 print(f"{clients:>8} {'pysyncobj':<12} skipped (pip install pysyncobj to compare)")

@@ -147,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bc.add_argument("--seconds", type=float, default=5.0)
     p_bc.add_argument("--failover", action="store_true", help="kill a replica mid-run")
     p_bc.add_argument("--plot", metavar="FILE", help="with --failover: latency-over-time PNG")
+    p_bc.add_argument("--secure", action="store_true", help="also a group on the secure stack")
 
     args = parser.parse_args(argv)
     if args.cmd == "sim":
@@ -206,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from replication.bench import bench_calls
 
         clients = [int(c) for c in args.clients.split(",") if c]
-        return bench_calls(args.replicas, clients, args.seconds, args.failover, args.plot)
+        return bench_calls(
+            args.replicas, clients, args.seconds, args.failover, args.plot, args.secure
+        )
     if args.cmd == "bench" and args.what == "sim":
         return simtools.bench_sim(
             members=args.members,

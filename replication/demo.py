@@ -27,7 +27,7 @@ INITIAL = 1000
 
 
 def spawn_replica(
-    cls: str, group: str, addr: str, seeds: list[str], log_dir: str
+    cls: str, group: str, addr: str, seeds: list[str], log_dir: str, extra: tuple = ()
 ) -> subprocess.Popen:
     log = open(os.path.join(log_dir, f"replica-{addr.replace(':', '_')}.log"), "ab")  # noqa: SIM115
     cmd = [
@@ -42,6 +42,7 @@ def spawn_replica(
         addr,
         "--seeds",
         ",".join(seeds),
+        *extra,
     ]
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
