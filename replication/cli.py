@@ -68,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_sim.add_argument("--param", action="append", default=[], help="layer.key=value")
     p_sim.add_argument("--trace-dir", help="write the trace of every failing seed here")
     p_sim.add_argument("-v", "--verbose", action="store_true", help="print every violation")
+    p_sim.add_argument(
+        "--fd-notify", action="store_true", help="model fast crash detection (TCP watchers)"
+    )
 
     p_demo = sub.add_parser(
         "demo", help="a replicated bank in 3 processes through a coordinator crash and a join"
@@ -160,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             params=_params(args.param),
             trace_dir=args.trace_dir,
             verbose=args.verbose,
+            fd_notify=args.fd_notify,
         )
     if args.cmd == "demo":
         if args.simulated:

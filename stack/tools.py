@@ -42,8 +42,15 @@ def sim_command(
     params: dict,
     trace_dir: str | None,
     verbose: bool,
+    fd_notify: bool = False,
 ) -> int:
-    """Run scenarios, print one line per failing seed and a summary; non-zero exit on violation."""
+    """Run scenarios, print one line per failing seed and a summary; non-zero exit on violation.
+
+    `fd_notify` models fast crash detection (stack.fdsock): a crash is reported at once to the
+    member watching the crashed one, which excludes it without waiting out its lease."""
+    from stack.sim import Sim
+
+    Sim.fd_notify = fd_notify
     fault_set = parse_faults(faults)
     try:
         spec = compose(stack, params or None)
