@@ -53,11 +53,11 @@ asyncio.run(main())
 """
 
 
-def _orb_only(port: int) -> tuple[subprocess.Popen, Callable[[], Callable[[], object]]]:
-    """The same unreplicated counter behind our asyncio Pyro5-protocol server (design.md §7: the
-    server choice measured on its own, without the group), called by plain Pyro5 proxies."""
+def _serve_counter(script: str, port: int) -> tuple[subprocess.Popen, Callable]:
+    """Start an unreplicated counter server (`script`) on `port`; return it and a factory of
+    `add(1)` callers, one plain Pyro5 proxy (msgpack) per client thread."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", ORB_SERVER, str(port)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, str(port)], stdout=subprocess.PIPE, text=True
     )
     proc.stdout.readline()
 
@@ -116,22 +116,6 @@ def _run_clients(
     }
 
 
-def _plain_pyro(port: int) -> tuple[subprocess.Popen, Callable[[], Callable[[], object]]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", PLAIN_SERVER, str(port)], stdout=subprocess.PIPE, text=True
-    )
-    proc.stdout.readline()
-
-    def make_call():
-        from Pyro5 import api, config
-
-        config.SERIALIZER = "msgpack"
-        proxy = api.Proxy(f"PYRO:counter@127.0.0.1:{port}")
-        return lambda: proxy.add(1)
-
-    return proc, make_call
-
-
 def bench_calls(
     replicas: int,
     client_counts: list[int],
@@ -146,10 +130,11 @@ def bench_calls(
     addrs = [f"127.0.0.1:{p}" for p in ports[:replicas]]
     log_dir = tempfile.mkdtemp(prefix="cohort-bench-")
     procs = [spawn_replica("samples.counter:Counter", "counter", a, addrs, log_dir) for a in addrs]
-    plain, plain_call = _plain_pyro(ports[-1])
+    plain, plain_call = _serve_counter(PLAIN_SERVER, ports[-1])
     procs.append(plain)
     orb_port = free_udp_ports(1)[0]
-    orb, orb_call = _orb_only(orb_port)
+    # the same counter behind our asyncio Pyro5-protocol server, without the group (design.md §7)
+    orb, orb_call = _serve_counter(ORB_SERVER, orb_port)
     procs.append(orb)
     ref = f"PYROGROUP:counter@{','.join(addrs)}"
     secure_call = None
