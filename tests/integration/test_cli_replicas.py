@@ -36,3 +36,10 @@ def test_demo_passes_its_own_checks(capsys):
     assert main(["demo", "--seconds", "4", "--clients", "2"]) == 0
     out = capsys.readouterr().out
     assert "money conserved" in out and "FAILED" not in out
+
+
+def test_bench_calls_runs_and_prints_its_ratios(capsys):
+    assert main(["bench", "calls", "--seconds", "0.3", "--clients", "1", "--replicas", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "pyro5 plain" in out and "asyncio orb" in out and "p50 ratio cohort/plain" in out
+    assert "errors: 0" in out
