@@ -27,6 +27,13 @@ Properties (ids as in shared/reliability.md (a), adapted to our primary-partitio
   non-primary view are not constrained here: the stack's total order is uniform only for safe
   messages, which V5 checks through the safe records.
 - L2 membership precision, L1 termination in the final view (only with `trace.liveness`)
+- In `stack.check_faults` (over generator records, below): U1-U4 reliable unicast; with a complete
+  fault schedule, M9 every exclusion has a cause and L3 prompt repair
+
+Generator records (from a scenario generator, `stack.sim.run_scenario`): SCHEDULE (a repair bound
+in seconds, or None) says every fault is recorded: CRASH/PAUSE/RESUME, CUT (member = sender, data
+(receiver,)), HEAL (all links work again), JOINING/LEAVING (told to join/leave). USEND (vid, dest,
+payload) and UDELIVER (vid, origin, payload) record unicasts. Without them those checks are skipped.
 
 API: each property is a public `check_<name>(trace) -> list[Violation]` (written as a generator
 over a shared index, see `_property`); `check()` runs all of them, `report()` formats the result
@@ -43,10 +50,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
-from stack.trace import CRASH, DELIVER, INSTALL, LEAVE, SAFE, SEND, Trace
+from stack.trace import CRASH, DELIVER, INSTALL, LEAVE, PAUSE, RESUME, SAFE, SEND, Trace
 
 #: maximum number of violations reported per property check
 CAP = 5
+INF = float("inf")
+#: generator records (see the module docstring)
+SCHEDULE, CUT, HEAL, JOINING, LEAVING = "schedule", "cut", "heal", "joining", "leaving"
+USEND, UDELIVER = "usend", "udeliver"
 
 Vid = tuple
 
@@ -99,6 +110,7 @@ class _Inst:
     primary: bool
     prev: Vid | None
     ref: tuple[str, ...] | None = None  # confirmed members (acceptors) of a primary view
+    time: float = 0.0
 
 
 class _Index:
@@ -127,12 +139,19 @@ class _Index:
         self._sets: dict[tuple[str, Vid], set[bytes]] = {}
         cur: dict[str, _Inst | None] = {}
         self.left: dict[Vid, set[str]] = defaultdict(set)  # view -> members that left it gracefully
+        self.gone: dict[str, float] = {}  # member -> time of its first crash or leave
+        self.usends: list[tuple] = []  # (step, p, vid, dest, payload, time)
+        self.udelivers: list[tuple] = []  # (step, q, vid, origin, payload)
+        self.schedule: tuple | None = None  # the SCHEDULE record's data, if any
+        self.faults: list[tuple] = []  # (time, kind, member, data) of pause/resume/cut/heal/...
+        self.sent_at: dict[bytes, float] = {}
+        self.dlv_at: dict[tuple[str, bytes], float] = {}  # (p, m) -> when p first delivered m
         for r in recs:
             p, k, d = r.member, r.kind, r.data
             if k == INSTALL:
                 prev = None if d[3] is None else tuple(d[3])
                 ref = tuple(d[4]) if len(d) > 4 and d[4] is not None else None
-                i = _Inst(r.step, p, tuple(d[0]), tuple(d[1]), bool(d[2]), prev, ref)
+                i = _Inst(r.step, p, tuple(d[0]), tuple(d[1]), bool(d[2]), prev, ref, r.time)
                 self.installs.append(i)
                 self.by_member[p].append(i)
                 self.views.setdefault(i.vid, i)
@@ -147,17 +166,30 @@ class _Index:
                 t = (r.step, p, cur.get(p), tuple(d[0]), d[1])
                 self.sends.append(t)
                 self.send_of[d[1]].append(t)
+                self.sent_at.setdefault(d[1], r.time)
             elif k == DELIVER:
                 c = cur.get(p)
                 self.delivers.append((r.step, p, c, tuple(d[0]), d[1], d[2]))
+                self.dlv_at.setdefault((p, d[2]), r.time)
                 if c is not None:
                     self.seqs[(p, c.vid)].append(d[2])
             elif k == SAFE:
                 self.safes.append((r.step, p, cur.get(p), tuple(d[0]), d[1]))
             elif k in (CRASH, LEAVE):
+                if k == CRASH:
+                    self.faults.append((r.time, k, p, d))
                 if k == LEAVE and cur.get(p) is not None:
                     self.left[cur[p].vid].add(p)
                 cur[p] = None
+                self.gone.setdefault(p, r.time)
+            elif k == USEND:
+                self.usends.append((r.step, p, tuple(d[0]), d[1], d[2], r.time))
+            elif k == UDELIVER:  # (its vid is the generator's: unicasts are recorded late)
+                self.udelivers.append((r.step, p, tuple(d[0]), d[1], d[2]))
+            elif k == SCHEDULE:
+                self.schedule = d
+            elif k in (PAUSE, RESUME, CUT, HEAL, JOINING, LEAVING):
+                self.faults.append((r.time, k, p, d))
 
     def dset(self, p: str, v: Vid) -> set[bytes]:
         """Payloads p delivered while its current view was v."""
@@ -168,6 +200,22 @@ class _Index:
 
     def seq(self, p: str, v: Vid) -> list[bytes]:
         return self.seqs.get((p, v), [])
+
+    def intervals(self) -> dict[tuple, list[tuple[float, float]]]:
+        """("pause", m) / ("cut", src, dst) -> [(start, end)] of the recorded faults."""
+        out: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+        open_: dict[tuple, float] = {}
+        for t, k, m, d in sorted(self.faults, key=lambda f: f[0]):
+            if k in (PAUSE, CUT):
+                open_.setdefault(("pause", m) if k == PAUSE else ("cut", m, d[0]), t)
+            elif k == RESUME and ("pause", m) in open_:
+                out[("pause", m)].append((open_.pop(("pause", m)), t))
+            elif k == HEAL:
+                for key in [x for x in open_ if x[0] == "cut"]:
+                    out[key].append((open_.pop(key), t))
+        for key, t0 in open_.items():
+            out[key].append((t0, INF))
+        return out
 
 
 _Gen = Callable[["_Index"], Iterator[Violation]]
@@ -548,3 +596,7 @@ def assert_ok(trace: Trace) -> None:
     violations = check(trace)
     if violations:
         raise AssertionError(report(trace, violations))
+
+
+# the properties over generator records (unicasts, the fault schedule) register themselves here
+from stack import check_faults  # noqa: E402, F401

@@ -8,8 +8,11 @@ are copied with pickle (local objects only; nothing from the network is ever unp
 why this lives with the tests, not in the package) and hashed to prune states already explored. Every terminal state's trace goes through `stack.check`.
 
 A terminal state is one with no packet in flight and nothing left to do within the bound (or a
-path that hit the depth bound). Time is global and advances only by firing the earliest timer, so
-packets may be delayed arbitrarily but timers keep their order.
+path that hit the depth bound). Time is global and advances only by firing the earliest timer, and
+only once nothing is in flight: packets may be reordered arbitrarily between two timer firings.
+A packet that crosses timer firings (a stale INSTALL, a JOIN sent before its sender got in) is a
+`hold` move: set aside within the `delays` budget, time moves on, and a `release` move puts it back
+in flight at any later point.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ class Bounds:
     crashes: int = 1
     joins: int = 1
     drops: int = 1
+    #: packets that may be held back while time moves on, and delivered later (stale packets:
+    #: an INSTALL or DONE of an older ballot, a JOIN from before the sender joined)
+    delays: int = 0
     pauses: int = 0  # a member frozen (SIGSTOP) and later resumed with its queue and timers
     ticks: int = 6  # timer firings along one path
     depth: int = 40  # transitions along one path
@@ -63,6 +69,8 @@ class World:
     crashes: int = 0
     joins: int = 0
     drops: int = 0
+    delays: int = 0
+    held: list[tuple[str, str, bytes]] = field(default_factory=list)  # delayed packets
     pauses: int = 0
     paused: dict[str, list] = field(default_factory=dict)  # member -> packets held while frozen
     ticks: int = 0
@@ -91,6 +99,8 @@ class World:
                     self.crashes,
                     self.joins,
                     self.drops,
+                    self.delays,
+                    sorted(self.held),
                     self.ticks,
                     self.pauses,
                     self.paused,
@@ -122,6 +132,7 @@ def new_world(bounds: Bounds, stack: str = "total") -> World:
     world.joins = bounds.joins
     world.crashes = bounds.crashes
     world.drops = bounds.drops
+    world.delays = bounds.delays
     world.pauses = bounds.pauses
     return world
 
@@ -140,9 +151,14 @@ def run_until(w: World, b: Bounds, pred, max_steps: int = 10_000) -> World:
     raise RuntimeError("the prefix never reached its starting point")
 
 
+def layer(w: World, addr: str, name: str) -> Any:
+    """The live layer `name` of `addr`'s current view."""
+    return next(x for x in w.eps[addr]._layers if x.name == name)
+
+
 def coordinating(addr: str):
     """Predicate: `addr` has started a flush ballot as coordinator."""
-    return lambda w: w.eps[addr]._layers[5].coord.ballot is not None
+    return lambda w: layer(w, addr, "gms").coord.ballot is not None
 
 
 def _crash(w: World, addr: str) -> None:
@@ -176,12 +192,35 @@ def _origin_dies_after_partial_cast(w: World, b: Bounds) -> World:
     return run_until(w, b, coordinating("m0"))
 
 
-#: name -> (members, prefix): deterministic runs to the point where exploration starts
-SCENARIOS = {
-    "flush-after-crash": (3, _flush_after_crash),
-    "origin-dies-after-partial-cast": (3, _origin_dies_after_partial_cast),
-    "coordinator-dies-mid-flush": (5, _coordinator_dies_mid_flush),
-    "join": (3, lambda w, b: w),
+def _coordinator_naps_mid_flush(w: World, b: Bounds) -> World:
+    """m4 crashes; m0 starts the flush, m1 casts just before it blocks (m0's copy is slow), m0
+    proposes the next view and the flush cut, then freezes (SIGSTOP) with the confirmations
+    about to arrive. Exploration decides when it wakes (after the others have given up on it
+    and moved on, at the latest): it must not install on confirmations that went stale in its
+    socket buffer, nor deliver m1's cast in the view the group has left."""
+    _crash(w, "m4")
+    w = run_until(w, b, coordinating("m0"))
+    n = len(w.inflight)
+    apply(w, ("cast", "m1"), b)  # cast just before m1 blocks; m0's copy comes late
+    late = [p for p in w.inflight[n:] if p[1] == "m0"]
+    w.inflight = [p for p in w.inflight if p not in late]
+    w = run_until(w, b, lambda w: layer(w, "m0", "gms").coord.cut is not None)
+    w.paused["m0"] = [(src, data) for src, _, data in late]  # in its socket buffer on waking
+    return w
+
+
+#: name -> (members, prefix, bounds): deterministic runs to the point where exploration starts,
+#: and what the exploration may do from there (main_bounds; a nap needs many timer firings)
+SCENARIOS: dict[str, tuple[int, Any, dict[str, int]]] = {
+    "flush-after-crash": (3, _flush_after_crash, {}),
+    "origin-dies-after-partial-cast": (3, _origin_dies_after_partial_cast, {}),
+    "coordinator-dies-mid-flush": (5, _coordinator_dies_mid_flush, {}),
+    "join": (3, lambda w, b: w, {"joins": 1}),
+    "coordinator-naps-mid-flush": (
+        5,
+        _coordinator_naps_mid_flush,
+        {"crashes": 0, "drops": 0, "delays": 0, "ticks": 80, "depth": 400},
+    ),
 }
 
 
@@ -189,8 +228,11 @@ def moves(w: World, b: Bounds) -> list[tuple]:
     out: list[tuple] = [("deliver", i) for i in range(len(w.inflight))]
     if w.drops:
         out += [("drop", i) for i in range(len(w.inflight))]
+    if w.delays:
+        out += [("hold", i) for i in range(len(w.inflight))]
+    out += [("release", i) for i in range(len(w.held))]
     for addr, left in w.casts_left.items():
-        if left and w.eps[addr].alive:
+        if left and w.eps[addr].alive and addr not in w.paused:
             out.append(("cast", addr))
     if w.crashes:
         out += [("crash", a) for a, ep in w.eps.items() if ep.alive]
@@ -198,15 +240,21 @@ def moves(w: World, b: Bounds) -> list[tuple]:
         out.append(("join",))
     if w.pauses:
         out += [("pause", a) for a, ep in w.eps.items() if ep.alive and a not in w.paused]
-    out += [("resume", a) for a in w.paused]
     if w.ticks < b.ticks and not w.inflight:  # time moves on once the network is quiet
         out.append(("tick",))
+    # (after tick: depth-first, a frozen member first sleeps as long as the bound allows)
+    out += [("resume", a) for a in w.paused]
     return out
 
 
 def apply(w: World, move: tuple, b: Bounds) -> None:
     kind = move[0]
-    if kind in ("deliver", "drop"):
+    if kind == "hold":
+        w.delays -= 1
+        w.held.append(w.inflight.pop(move[1]))
+    elif kind == "release":
+        w.inflight.append(w.held.pop(move[1]))
+    elif kind in ("deliver", "drop"):
         src, dst, data = w.inflight.pop(move[1])
         if kind == "drop":
             w.drops -= 1
@@ -236,6 +284,7 @@ def apply(w: World, move: tuple, b: Bounds) -> None:
         w.eps[move[1]].crash()
         w.record(move[1], CRASH)
         w.inflight = [p for p in w.inflight if p[1] != move[1]]
+        w.held = [p for p in w.held if p[1] != move[1]]
     elif kind == "join":
         w.joins -= 1
         any_ep = next(iter(w.eps.values()))
@@ -274,32 +323,64 @@ class Report:
     seconds: float = 0.0
     violation: str | None = None
     path: list[tuple] = field(default_factory=list)
+    #: the time budget ran out before the state bound was reached
+    timed_out: bool = False
 
     def __str__(self) -> str:
         verdict = "no violation" if self.violation is None else "VIOLATION"
+        cut = " (time budget ran out)" if self.timed_out else ""
         return (
             f"{self.states} states, {self.terminals} terminal paths checked, {self.pruned} "
-            f"revisits pruned, {self.seconds:.1f}s: {verdict}"
+            f"revisits pruned, {self.seconds:.1f}s{cut}: {verdict}"
         )
 
 
+def root_world(
+    b: Bounds, stack: str = "total", scenario: str | None = None
+) -> tuple[World, Bounds]:
+    """Where exploration starts: a fresh group, or the end of a scenario's deterministic prefix."""
+    if scenario is None:
+        return new_world(b, stack), b
+    members, prefix, _ = SCENARIOS[scenario]
+    b = dataclasses.replace(b, members=members)
+    return prefix(new_world(b, stack), b), b
+
+
+def replay(
+    path: list[tuple], bounds: Bounds, stack: str = "total", scenario: str | None = None
+) -> str | None:
+    """Follow `path` (from a Report) on whatever code is loaded now; the checker's verdict on the
+    trace it leads to ("" if clean), or None if the path does not apply (the run diverged)."""
+    w, b = root_world(bounds, stack, scenario)
+    for move in path:
+        if move not in moves(w, b):
+            return None
+        try:
+            apply(w, move, b)
+        except Exception as e:  # the real code raises on this path: a finding of its own
+            return f"CRASH {type(e).__name__}: {e}"
+    rep = Report()
+    return "" if _ok(w, rep, path) else rep.violation
+
+
 def explore(
-    bounds: Bounds | None = None, stack: str = "total", scenario: str | None = None
+    bounds: Bounds | None = None,
+    stack: str = "total",
+    scenario: str | None = None,
+    seconds: float | None = None,
 ) -> Report:
     """Depth-first over every schedule within `bounds` (from a scenario's deterministic prefix,
-    if one is named); stop at the first violation."""
-    b = bounds or Bounds()
+    if one is named); stop at the first violation, or when `seconds` have passed."""
     rep = Report()
     t0 = time.perf_counter()
-    if scenario is not None:
-        members, prefix = SCENARIOS[scenario]
-        b = dataclasses.replace(b, members=members)
-        root = prefix(new_world(b, stack), b)
-    else:
-        root = new_world(b, stack)
+    deadline = None if seconds is None else t0 + seconds
+    root, b = root_world(bounds or Bounds(), stack, scenario)
     seen: set[bytes] = {root.key()}
     todo: list[tuple[World, list[tuple]]] = [(root, [])]
     while todo and rep.states < b.max_states:
+        if deadline is not None and time.perf_counter() > deadline:
+            rep.timed_out = True
+            break
         w, path = todo.pop()
         rep.states += 1
         options = moves(w, b) if len(path) < b.depth else []
@@ -345,6 +426,14 @@ def _ok(w: World, rep: Report, path: list[tuple]) -> bool:
     return True
 
 
+def main_bounds(scenario: str) -> Bounds:
+    """The bounds of `make explore` and of the mutant hunts' explorer column: one cast per
+    member, one crash, one lost and one delayed packet, 12 timer firings; what the scenario
+    says otherwise (a join in the join scenario)."""
+    b = Bounds(casts=1, crashes=1, joins=0, drops=1, delays=1, ticks=12, depth=80)
+    return dataclasses.replace(b, **SCENARIOS[scenario][2])
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python tests/explore/explorer.py [MAX_STATES]`: every scenario at a larger bound."""
     import sys
@@ -353,16 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = int(args[0]) if args else 20_000
     bad = 0
     for name in SCENARIOS:
-        b = Bounds(
-            casts=1,
-            crashes=1,
-            joins=1 if name == "join" else 0,
-            drops=1,
-            ticks=12,
-            depth=80,
-            max_states=budget,
-        )
-        r = explore(b, scenario=name)
+        r = explore(dataclasses.replace(main_bounds(name), max_states=budget), scenario=name)
         print(f"{name:32s} {r}")
         if r.violation:
             bad += 1

@@ -77,3 +77,24 @@ def test_a_scenario_returns_a_finished_trace():
     m = next(m for m in CATALOG if m.scenario)
     trace = m.scenario(m.seeds[0])
     assert isinstance(trace, Trace) and trace.liveness and trace.live
+
+
+def test_the_start_rank_check_never_decides(monkeypatch):
+    """Why `start_from_any_coordinator` is an equivalent mutant, checked on the running code: a
+    START reaching the rank check always comes from `_coordinator(local | excluded)`, so the
+    check (which the mutant deletes) never rejects one."""
+    from stack.layers.gms import Gms
+
+    original, seen = Gms._on_start, []
+
+    def on_start(self, src, ballot, excluded):
+        fresh = self.accepted is None or ballot > self.accepted
+        if src not in self.local and self.me not in excluded and fresh:
+            ex = {r for r in excluded if 0 <= r < self.view.n}
+            seen.append(self._coordinator(self.local | ex) == src)
+        return original(self, src, ballot, excluded)
+
+    monkeypatch.setattr(Gms, "_on_start", on_start)
+    for i in range(12):
+        run_one(*scenario_params(i, seed_start=SEED_START + 5000))
+    assert seen and all(seen), f"{seen.count(False)} of {len(seen)} STARTs failed the rank check"

@@ -1,0 +1,260 @@
+"""Targeted scenarios of the seeded-bug catalog, and the helpers to write them.
+
+Why: some bugs need a situation random scenarios reach rarely (a sequencer napping just under the
+suspicion timeout, a partition that moves right after a member confirmed a proposal). Each
+scenario here builds one such situation, deterministic for a seed, and returns the finished trace
+for the checker. Each models something that happens to real groups (a paused process, a one-way
+link failure, a bulk transfer over a lossy link), not a path hand-built to reach one line; they
+run on the unmutated stack too (`test_mutants.py`), where they must pass.
+
+A scenario that relies on the checker's fault-aware properties (M9, L3 of `stack.check_faults`)
+records its faults and declares the record complete with `strict` (and `cut`, `heal`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mutation import Scenario
+
+from stack import check
+from stack.sim import ALL_FAULTS, REPAIR_BOUND, Net, Sim, run_scenario
+from stack.trace import Trace
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def finish(sim: Sim, within: float = 8.0) -> Trace:
+    """Let the group settle, then mark the trace for the liveness checks (as run_scenario does)."""
+    sim.run_until(sim.converged, within=within)
+    sim.run(sim.now + 0.5)
+    sim.trace.live = tuple(sim.live())
+    sim.trace.liveness = True
+    sim.trace.end_time = sim.now
+    return sim.trace
+
+
+def burst(sim: Sim, members: list[str], count: int, start: float, gap: float) -> None:
+    """Each of `members` casts `count` messages, one every `gap` seconds from `start`."""
+    for k in range(count):
+        for m in members:
+            sim.at(start + k * gap, lambda m=m, k=k: sim.cast(m, f"{m}:{k}".encode()))
+
+
+def layer_of(sim: Sim, member: str, name: str) -> Any:
+    """The live layer instance `name` of `member`'s current view (scenarios use it to act at a
+    protocol step, e.g. pause the coordinator right after it proposed)."""
+    return next(layer for layer in sim.eps[member]._layers if layer.name == name)
+
+
+def strict(sim: Sim, bound: float | None = REPAIR_BOUND) -> None:
+    """Declare that every fault of this run is recorded (check.SCHEDULE): M9 and L3 apply."""
+    sim.trace.add(sim.now, "", check.SCHEDULE, bound)
+
+
+def cut(sim: Sim, src: str, dst: str) -> None:
+    """`dst` stops hearing `src` (recorded for the fault-aware checks)."""
+    sim.cut(src, dst)
+    sim.trace.add(sim.now, src, check.CUT, dst)
+
+
+def heal(sim: Sim) -> None:
+    sim.heal()
+    sim.trace.add(sim.now, "", check.HEAL)
+
+
+def random_run(members: int) -> Scenario:
+    """A scenario that replays one random scenario (`run_scenario(seed, members)`).
+
+    For mutants that random scenarios catch only after hundreds of runs and that no short
+    hand-built run exposes: the mutant's `seeds` pin the runs that caught it. A pinned run is
+    fragile by nature: when the stack's behaviour changes, the run changes and may stop exposing
+    the bug; the test then fails, and `run.py --only NAME` finds a new seed.
+    """
+
+    def replay(seed: int) -> Trace:
+        return run_scenario(seed, members, ALL_FAULTS, strict=True).trace
+
+    replay.__doc__ = f"random scenario `run_scenario(seed, {members})` (pinned seeds)"
+    return replay
+
+
+def lossy_origin_crash(seed: int) -> Trace:
+    """m4 crashes mid-burst on a network losing 20% of packets: survivors miss some of its casts
+    that other survivors hold, and only those can retransmit them."""
+    sim = Sim(seed, 5, net=Net(loss=0.2))
+    burst(sim, sim.seeds, 30, 0.06, 0.01)
+    sim.at(0.2, lambda: sim.crash("m4"))
+
+    def calm() -> None:
+        sim.net = Net()
+
+    sim.at(1.5, calm)
+    sim.run(1.5)
+    return finish(sim)
+
+
+def jittery_bridge(seed: int) -> Trace:
+    """m0 stops hearing m2 (one-way cut) and excludes it while m1 still hears it; the network
+    has 300 ms of jitter, so casts of the old view still reach m2 after the new view exists.
+    Unmutated, m1 stops echoing m2 once blocked and m2's lease has run out by then."""
+    sim = Sim(seed, 3, net=Net(reorder=0.8, reorder_delay=0.3))
+    burst(sim, ["m0", "m1"], 80, 0.06, 0.01)
+    sim.at(0.1, lambda: sim.cut("m2", "m0"))
+
+    def calm() -> None:  # liveness is judged on a calm network
+        sim.heal()
+        sim.net = Net()
+
+    sim.at(1.5, calm)
+    sim.run(1.5)
+    return finish(sim)
+
+
+def sleeping_sequencer(seed: int) -> Trace:
+    """The sequencer m0 of a 3-member group is paused for 1 s under traffic: the others exclude
+    it and move on; on waking it must not deliver what it finds in its socket buffer."""
+    sim = Sim(seed, 3, net=Net())
+    burst(sim, ["m1", "m2"], 60, 0.06, 0.02)
+    sim.at(0.3, lambda: sim.pause("m0"))
+    sim.at(1.3, lambda: sim.resume("m0"))
+    sim.run(1.3)
+    return finish(sim)
+
+
+def split_after_install(seed: int) -> Trace:
+    """7 members; {m4, m5, m6} are cut off and m0 excludes them. The moment m3 has confirmed
+    m0's proposal {m0..m3}, the partition moves: {m0, m1, m2} install it (m3's INSTALL is lost)
+    and deliver in it, while m3 joins {m4, m5, m6}, four of the seven. m3 reports the accepted
+    proposal to its new coordinator, which must adopt it (and then wait: no majority) instead of
+    installing a primary view of its own."""
+    sim = Sim(seed, 7, net=Net())
+    burst(sim, sim.seeds, 100, 0.06, 0.02)
+    sim.at(0.1, lambda: sim.partition(["m0", "m1", "m2", "m3"], ["m4", "m5", "m6"]))
+    sim.run_until(lambda: layer_of(sim, "m3", "gms").done is not None, within=2.0)
+    sim.heal()
+    sim.partition(["m0", "m1", "m2"], ["m3", "m4", "m5", "m6"])
+    sim.run(sim.now + 2.0)
+    sim.heal()
+    return finish(sim)
+
+
+def joiner_then_double_crash(seed: int) -> Trace:
+    """m3 joins a 3-member group; right after its first view, m3 and m2 crash together. Two of
+    the three acceptors survive, a majority: only if the joiner was (wrongly) counted as an
+    acceptor do the survivors lack a majority and stay blocked."""
+    sim = Sim(seed, 3, net=Net())
+    burst(sim, ["m0", "m1", "m2"], 10, 0.06, 0.02)
+    sim.at(0.1, lambda: sim.join("m3"))
+    sim.run_until(lambda: "m3" in sim.eps["m0"].view.members, within=2.0)
+    sim.crash("m3")
+    sim.crash("m2")
+    return finish(sim)
+
+
+def coordinator_naps_mid_flush(seed: int) -> Trace:
+    """m4 crashes; the coordinator m0 starts the flush and naps 0.3 s (its lease runs out), then
+    proposes and naps again, 1.2 s, with every DONE queued. m1 takes over and installs a view
+    without m0. Waking, m0 must not install on those DONEs and deliver its leftovers into a
+    view the group has left (the regression of `cohort sim` seed 840594, made deterministic)."""
+    sim = Sim(seed, 5, net=Net())
+    burst(sim, ["m1", "m2", "m3"], 200, 0.06, 0.005)  # traffic in flight when the flush starts
+    sim.at(0.1, lambda: sim.crash("m4"))
+    sim.run_until(lambda: layer_of(sim, "m0", "gms").coord.ballot is not None, within=2.0)
+    sim.pause("m0")
+    sim.run(sim.now + 0.3)
+    sim.resume("m0")
+    sim.run_until(lambda: layer_of(sim, "m0", "gms").coord.cut is not None, within=1.0)
+    sim.pause("m0")
+    wake = sim.now + 1.2
+    sim.at(wake, lambda: sim.resume("m0"))
+    sim.run(wake)
+    return finish(sim)
+
+
+def sequencer_naps(seed: int) -> Trace:
+    """The sequencer sleeps 0.2 s (less than the suspicion timeout) while m1 and m2 cast: on
+    waking it orders its whole socket buffer in one ORDER cast, with runs longer than one."""
+    sim = Sim(seed, 3, net=Net())
+    burst(sim, ["m1", "m2"], 30, 0.06, 0.01)
+    sim.at(0.1, lambda: sim.pause("m0"))
+    sim.at(0.3, lambda: sim.resume("m0"))
+    sim.run(0.5)
+    return finish(sim)
+
+
+def order_seen_by_two(seed: int) -> Trace:
+    """Only m0 (sequencer) and m1 receive m0's ORDER casts (cut links), m1 delivers in that order
+    and marks Safe; both crash. The survivors deliver the casts as view-end leftovers by rank,
+    in another order: legal for unmarked deliveries, a V5 violation for Safe ones."""
+    sim = Sim(seed, 5, net=Net())
+
+    def cut() -> None:
+        for a in ("m0", "m1"):
+            for b in ("m2", "m3", "m4"):
+                sim.cut(a, b)
+
+    sim.at(0.06, cut)  # after the first heartbeat round: m1 holds a lease until ~0.25
+    sim.at(0.065, lambda: sim.cast("m3", b"m3:0"))
+    sim.at(0.068, lambda: sim.cast("m2", b"m2:0"))
+    sim.at(0.071, lambda: sim.cast("m4", b"m4:0"))
+    sim.run(0.15)
+    sim.crash("m0")
+    sim.crash("m1")
+    sim.heal()
+    return finish(sim)
+
+
+def pause_with_traffic(seed: int) -> Trace:
+    """m2 sleeps 0.3 s (less than the suspicion timeout) under traffic: on waking its lease has
+    expired, so deliveries wait in top while stability gossip already reports them Safe."""
+    sim = Sim(seed, 3, net=Net())
+    burst(sim, ["m0", "m1"], 20, 0.06, 0.015)
+    sim.at(0.1, lambda: sim.pause("m2"))
+    sim.at(0.4, lambda: sim.resume("m2"))
+    sim.run(0.5)
+    return finish(sim)
+
+
+def one_way_cut_between_members(seed: int) -> Trace:
+    """m3 stops hearing m2 for 1.4 s (a one-way link failure between two ordinary members) while
+    everyone casts; the coordinator m0 hears both all along. m3 suspects m2 and tells m0, which
+    must check with its own failure detector before excluding anyone (VERIFY_SUSPECT)."""
+    sim = Sim(seed, 5, net=Net())
+    strict(sim)
+    burst(sim, sim.seeds, 60, 0.06, 0.02)
+    sim.at(0.1, lambda: cut(sim, "m2", "m3"))
+    sim.at(1.5, lambda: heal(sim))
+    sim.run(1.5)
+    return finish(sim)
+
+
+def bulk_over_lossy_link(seed: int) -> Trace:
+    """m1 ships 200 casts at once (a bulk transfer, a state snapshot in pieces) on a network
+    losing 20% of packets; nothing else happens. Every receiver misses ~40 of them, and must
+    have them all within the repair bound (L3): one NAK round asks for every hole."""
+    sim = Sim(seed, 3, net=Net(loss=0.2))
+    strict(sim)
+    burst(sim, ["m0", "m2"], 10, 0.06, 0.05)
+    sim.at(0.5, lambda: [sim.cast("m1", f"m1:{k}".encode()) for k in range(200)])
+
+    def calm() -> None:
+        sim.net = Net()
+
+    sim.at(1.2, calm)
+    sim.run(1.2)
+    return finish(sim)
+
+
+def forgiven_coordinator_then_join(seed: int) -> Trace:
+    """m3 stops hearing the coordinator m0 for 0.6 s (a one-way link failure) and suspects it;
+    the others still hear m0, so nobody is excluded. The link heals; 1.5 s later m5 joins. m3
+    must have withdrawn its suspicion when it heard m0 again, and take part in m0's flush."""
+    sim = Sim(seed, 5, net=Net())
+    strict(sim)
+    burst(sim, sim.seeds, 40, 0.06, 0.05)
+    sim.at(0.1, lambda: cut(sim, "m0", "m3"))
+    sim.at(0.7, lambda: heal(sim))
+    sim.at(2.2, lambda: (sim.trace.add(sim.now, "m5", check.JOINING), sim.join("m5")))
+    sim.run(2.2)
+    return finish(sim)
