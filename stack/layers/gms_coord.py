@@ -104,6 +104,9 @@ class CoordinatorRole:
             proposal = view_to_wire(fresh)
         self.cut = cut
         self.proposal = proposal
+        # the confirmations get a flush timeout of their own: slow reports must not leave the
+        # members only the remainder of it to confirm the cut (a healthy member would be excluded)
+        self.started = self.g.ctx.now
         for r in self.participants():
             self.g._to(r, (CUT, *self.ballot, list(cut), proposal, self.g.ctx.now))
 
@@ -234,8 +237,9 @@ class CoordinatorRole:
         """Drive our flush: install when leases ran out, resend, exclude the silent."""
         now, p = self.g.ctx.now, self.g.params
         if self.install_at is not None:
-            if self.stale():  # we slept past our confirmations: ask again before installing
-                self.install_at = None
+            if self.stale():  # we slept past our confirmations: ask again before installing,
+                self.install_at = None  # and give them time to answer (the lease wait used it)
+                self.started = now
             elif now >= self.install_at:
                 self.install(view_from_wire(self.proposal))
                 return
