@@ -392,6 +392,11 @@ class Engine:
             if replies:
                 self.waiters[key] = replies
             return
+        self._answer(key, replies, entry)
+
+    def _answer(self, key: tuple, replies: list[Reply] | None, entry: Any) -> None:
+        """Reply from the cache entry, or STALE when it was pruned meanwhile (the client
+        completed the request elsewhere and moved on)."""
         for r in replies or ():
             if entry is not None:
                 r(*entry)
@@ -399,8 +404,7 @@ class Engine:
                 r(st.STALE, f"request {key[1]} already completed and was forgotten")
 
     def _settle_stale(self, key: tuple) -> None:
-        for r in self.waiters.pop(key, ()):
-            r(st.STALE, f"request {key[1]} already completed and was forgotten")
+        self._answer(key, self.waiters.pop(key, None), None)
 
     def _hold(self, pos: int, key, reply: Reply, status: int, body: bytes, current: bool) -> None:
         if current and pos >= self.safe:
@@ -415,12 +419,7 @@ class Engine:
             return
         self.unsafe_keys.discard(key)
         entry = self.cache.get(*key)
-        replies = self.waiters.pop(key, None)
-        for r in replies or ():
-            if entry is not None:
-                r(*entry)
-            else:  # pruned meanwhile: the client completed it elsewhere and moved on
-                r(st.STALE, f"request {key[1]} already completed and was forgotten")
+        self._answer(key, self.waiters.pop(key, None), entry)
 
     def _release_all(self) -> None:
         while self.unsafe:

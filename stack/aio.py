@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stack import fdsock
-from stack.batch import Batcher
 from stack.compose import StackSpec, compose
 from stack.events import Backpressure, Exit, Refused
 from stack.events import View as ViewEv
@@ -36,6 +35,7 @@ from stack.record import Recorder
 from stack.runtime import Endpoint
 from stack.tcp import PREAMBLE as TCP_PREAMBLE
 from stack.tcp import TcpTransport
+from stack.tick import TickSender
 from stack.trace import Trace, from_json, to_json
 
 #: timing for real networks (the simulator uses a faster profile)
@@ -129,7 +129,7 @@ class Faults:
         return 2 if self.dup and self.rng.random() < self.dup else 1
 
 
-class _Socket(asyncio.DatagramProtocol):
+class _Socket(TickSender, asyncio.DatagramProtocol):
     """One UDP socket and the groups multiplexed on it."""
 
     def __init__(self) -> None:
@@ -137,9 +137,8 @@ class _Socket(asyncio.DatagramProtocol):
         self.groups: dict[bytes, Group] = {}
         self.unknown_group = 0
         self.short = 0
-        self.batcher = Batcher()
+        super().__init__()
         self.faults: Faults | None = None
-        self.flush_scheduled = False
         self.datagrams_sent = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -157,13 +156,6 @@ class _Socket(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.: peers may be down
         pass
-
-    def send(self, tag: bytes, dest: str, data: bytes) -> None:
-        """Queue a packet; everything queued during this loop tick leaves batched per peer."""
-        self.batcher.add((tag, dest), data)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         self.flush_scheduled = False

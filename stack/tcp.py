@@ -17,7 +17,7 @@ import contextlib
 import struct
 from typing import Any
 
-from stack.batch import Batcher
+from stack.tick import TickSender
 
 PREAMBLE = b"CHTP"
 _LEN = struct.Struct("!I")
@@ -27,15 +27,14 @@ MAX_FRAME = 1 << 20
 MAX_BACKLOG = 4 << 20
 
 
-class TcpTransport:
+class TcpTransport(TickSender):
     """Drop-in for `stack.aio._Socket`: `groups`, `send(tag, dest, data)`, `flush()`, counters."""
 
     def __init__(self, listen: str) -> None:
         self.listen = listen
         self.groups: dict[bytes, Any] = {}
-        self.batcher = Batcher()
+        super().__init__()
         self.faults = None
-        self.flush_scheduled = False
         self.datagrams_sent = 0
         self.unknown_group = 0
         self.short = 0
@@ -51,12 +50,6 @@ class TcpTransport:
         return self._closed
 
     # --- sending ---------------------------------------------------------------------------------
-
-    def send(self, tag: bytes, dest: str, data: bytes) -> None:
-        self.batcher.add((tag, dest), data)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         self.flush_scheduled = False

@@ -1,0 +1,28 @@
+"""Sending per loop tick: what the UDP and TCP transports share.
+
+Why: packets the endpoints emit while the driver handles one loop tick should leave together,
+batched per peer (`stack.batch.Batcher`); the transport's `flush()` runs once the tick is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from stack.batch import Batcher
+
+
+class TickSender:
+    """Mixin: `send()` queues, the loop calls the subclass's `flush()` after this tick."""
+
+    def __init__(self) -> None:
+        self.batcher = Batcher()
+        self.flush_scheduled = False
+
+    def send(self, tag: bytes, dest: str, data: bytes) -> None:
+        self.batcher.add((tag, dest), data)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        raise NotImplementedError
