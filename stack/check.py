@@ -50,14 +50,28 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
-from stack.trace import CRASH, DELIVER, INSTALL, LEAVE, PAUSE, RESUME, SAFE, SEND, Trace
+from stack.trace import (
+    CRASH,
+    CUT,
+    DELIVER,
+    HEAL,
+    INSTALL,
+    JOINING,
+    LEAVE,
+    LEAVING,
+    PAUSE,
+    RESUME,
+    SAFE,
+    SCHEDULE,
+    SEND,
+    UDELIVER,
+    USEND,
+    Trace,
+)
 
 #: maximum number of violations reported per property check
 CAP = 5
 INF = float("inf")
-#: generator records (see the module docstring)
-SCHEDULE, CUT, HEAL, JOINING, LEAVING = "schedule", "cut", "heal", "joining", "leaving"
-USEND, UDELIVER = "usend", "udeliver"
 
 Vid = tuple
 

@@ -16,6 +16,14 @@ Record kinds and their `data` tuples (vid = (ltime, coordinator) as a 2-tuple):
 - ``safe``:    (vid, payload). The stack says the message is uniform: every member that moves on
   from vid to a primary view delivers it in vid.
 - ``crash``, ``leave``, ``pause``, ``resume``: ().
+
+Generator records (written by a scenario generator that knows the faults it injects; the fault-aware
+checks of `stack.check_faults` need them, and skip themselves without):
+
+- ``schedule``: (repair bound in seconds | None). Every fault of this run is recorded.
+- ``cut``: (receiver,), member = sender: that link stops working. ``heal``: (): all links work.
+- ``joining``, ``leaving``: (): the member was told to join / leave.
+- ``usend``: (vid, dest, payload); ``udeliver``: (vid, origin, payload): point-to-point messages.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from typing import Any
 
 INSTALL, SEND, DELIVER, SAFE = "install", "send", "deliver", "safe"
 CRASH, LEAVE, PAUSE, RESUME = "crash", "leave", "pause", "resume"
+SCHEDULE, CUT, HEAL, JOINING, LEAVING = "schedule", "cut", "heal", "joining", "leaving"
+USEND, UDELIVER = "usend", "udeliver"
 
 
 @dataclass(slots=True)

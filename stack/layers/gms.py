@@ -10,6 +10,10 @@ that some member may already have installed. So view agreement is single-decree 
 - a new coordinator's START gathers reports; if any reporter accepted a proposal it must re-propose
   the highest-ballot one with its cut. A proposal that may have been installed was accepted by all
   its members, a majority of the view, so any majority of reporters contains one of them.
+  Unlike Paxos, a later coordinator that cannot reach all of that proposal's members derives a
+  successor from it (same cut, without them), so a coordinator that has itself promised a later
+  ballot gives its own proposal up rather than install it: installing it would strand the members
+  that confirm the successor.
 Members stuck in the old view (their INSTALL lost) keep sending heartbeats tagged with it; a member
 of the new view answers such packets by relaying the INSTALL (`OldView`).
 
@@ -437,7 +441,7 @@ class Gms(Layer):
         """Excluded: carry on alone, outside the primary component, and ask to come back."""
         me, v = self.ctx.me, self.view
         alone = ViewRec(
-            (max(w.ltime, v.ltime) + 1, me),
+            (max(w.ltime, v.ltime, self.seen_ltime) + 1, me),
             (me,),
             False,
             w.last_primary,

@@ -217,6 +217,15 @@ class CoordinatorRole:
 
     def install(self, proposal: ViewRec) -> None:
         v = self.g.view
+        if self.g.accepted is not None and self.g.accepted > self.ballot:
+            # We promised a later coordinator's ballot (our member side joined its flush). It may
+            # derive a successor from our proposal (same cut, without members it cannot reach);
+            # installing ours now would strand members that confirm that successor in a view no
+            # one can finish. Nothing of ours is installed anywhere yet: give the ballot up.
+            self.g.ctx.trace(f"gms gives up {self.ballot}: promised {self.g.accepted}")
+            self.g.ctx.count("gms.install_abandoned")
+            self.ballot = None
+            return
         joiners = [m for m in proposal.members if v.rank(m) < 0 or v.rank(m) in self.excluded]
         msg = [OOB_INSTALL, self.proposal, joiners, list(self.ballot)]
         pubs, key = self.g.install_keys(proposal.members)
@@ -255,16 +264,19 @@ class CoordinatorRole:
                         self.g._to(r, (START, *self.ballot, sorted(self.excluded)))
             return
         if self.cut is None:
-            silent = [r for r in self.participants() if r not in self.reports]
+            silent = ask = [r for r in self.participants() if r not in self.reports]
         else:
-            silent = self.stale()
+            # A confirmation that merely went stale (we were waiting for someone else) is asked
+            # again; only a member that confirmed none of our recent CUTs is silent.
+            ask = self.stale()
+            silent = [r for r in ask if now - self.dones.get(r, -1e18) > p.flush_timeout]
         if now - self.started > p.flush_timeout and silent:
             self.g.ctx.trace(f"gms flush timeout, excluding {silent}")
             self.g.timed_out |= set(silent) - {self.g.me}
             self.ballot = None
             self.g._resuspect()
             return
-        for r in silent:
+        for r in ask:
             if r == self.g.me:
                 continue
             if self.cut is None:

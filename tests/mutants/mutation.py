@@ -3,6 +3,11 @@
 Why apart from the catalog: how a mutant is built and applied (source of the method as loaded,
 one line swapped, compiled in its own module, patched for a `with` block, `StaleMutant` when the
 line is gone) is independent of which bugs the catalog seeds. See mutant_catalog.py for the why.
+
+A higher-order mutant alters several methods at once: its `also` lists further one-line mutants
+(unregistered) that `apply()` patches in together with it. `build()`, `target` and `attr` stay
+those of its own (first) site, so a driver that patches `build()` itself gets that site alone;
+use `apply()` to get them all.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import inspect
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from unittest.mock import patch
@@ -47,6 +52,8 @@ class Mutant:
     #: why random scenarios miss this mutant even at budget 2000 (the analysis of `run.py`'s
     #: results); without a scenario, its test is a strict xfail with this reason
     known_gap: str = ""
+    #: further sites of a higher-order mutant, applied together with this one (see the docstring)
+    also: tuple[Mutant, ...] = ()
 
     def original(self) -> Callable:
         """The attribute as it is now (the mutant while `apply()` is active)."""
@@ -72,14 +79,15 @@ class Mutant:
         return src, "\n".join(lines)
 
     def diff(self) -> str:
-        """The mutation as a unified diff (for reports and reviewers)."""
+        """The mutation as a unified diff (for reports and reviewers), every site of it."""
         a, b = self.sources()
         name = f"{self.target.__name__}.{self.attr}"
-        return "".join(
+        own = "".join(
             difflib.unified_diff(
                 a.splitlines(True), b.splitlines(True), name, f"{name} [{self.name}]", n=1
             )
         )
+        return own + "".join(m.diff() for m in self.also)
 
     def build(self) -> Callable:
         """Compile the mutated method in its own module's namespace."""
@@ -91,8 +99,12 @@ class Mutant:
 
     @contextmanager
     def apply(self) -> Iterator[None]:
-        """Patch the bug in; the original code is back when the block exits, even on error."""
-        with patch.object(self.target, self.attr, self.build()):
+        """Patch the bug in (every site); the original code is back when the block exits, even
+        on error."""
+        with ExitStack() as stack:
+            stack.enter_context(patch.object(self.target, self.attr, self.build()))
+            for m in self.also:
+                stack.enter_context(m.apply())
             yield
 
 
@@ -145,11 +157,12 @@ def mutant(
     scenario: Scenario | None = None,
     seeds: tuple[int, ...] = (1, 2, 3),
     known_gap: str = "",
+    also: tuple[Mutant, ...] = (),
 ) -> Mutant:
-    """Register one mutant (names are unique)."""
+    """Register one mutant (names are unique); `also`: further sites of a higher-order one."""
     if any(m.name == name for m in CATALOG):
         raise ValueError(f"duplicate mutant name {name!r}")
-    m = Mutant(name, description, target, attr, old, new, scenario, seeds, known_gap)
+    m = Mutant(name, description, target, attr, old, new, scenario, seeds, known_gap, also)
     CATALOG.append(m)
     return m
 

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest.mock import patch
 
 _HERE = Path(__file__).resolve().parent
 for _d in (_HERE, _HERE.parent / "explore"):  # the catalog and the explorer, as scripts or tests
@@ -142,10 +141,9 @@ def hunt_detail(
     """
     t0 = time.perf_counter()
     h = Hunt(mutant.name, False, budget)
-    mutated = mutant.build()
     for i in range(budget):
         seed, members = scenario_params(i, seed_start, members_cycle)
-        with patch.object(mutant.target, mutant.attr, mutated):
+        with mutant.apply():  # every site of a mutant that changes several methods
             prop, detail = run_one(seed, members)
         if not prop:
             continue

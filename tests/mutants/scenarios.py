@@ -17,7 +17,8 @@ from typing import Any
 
 from mutation import Scenario
 
-from stack import check
+from stack import check, wire
+from stack.layers.gms_wire import OOB_INSTALL, OOB_JOIN
 from stack.sim import ALL_FAULTS, REPAIR_BOUND, Net, Sim, run_scenario
 from stack.trace import Trace
 
@@ -61,6 +62,56 @@ def cut(sim: Sim, src: str, dst: str) -> None:
 def heal(sim: Sim) -> None:
     sim.heal()
     sim.trace.add(sim.now, "", check.HEAL)
+
+
+def mend(sim: Sim, src: str, dst: str) -> None:
+    """`dst` hears `src` again (one direction; other cuts stay)."""
+    sim.cut_links.discard((src, dst))
+
+
+def expect(ok: bool, what: str) -> None:
+    """A step the scenario relies on did not happen (the stack's behaviour changed): say so
+    instead of carrying on with a run that no longer builds its situation."""
+    if not ok:
+        raise RuntimeError(f"scenario step not reached: {what}")
+
+
+class Wiretap:
+    """The network's hand on chosen out-of-view datagrams (JOIN, INSTALL), by sender, receiver
+    and kind: `keep` copies the first such datagram so that `redeliver` can deliver it again
+    later (a network that duplicates a datagram and delays the copy), `lose` drops the next one.
+
+    It wraps `Sim._push`, where every sent packet enters the network (after the link cuts)."""
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim = sim
+        self.kept: dict[tuple[str, str, str], bytes | None] = {}
+        self.lost: set[tuple[str, str, str]] = set()
+        self._push = sim._push
+        sim._push = self._route  # type: ignore[method-assign]
+
+    def keep(self, src: str, dst: str, kind: str) -> None:
+        self.kept.setdefault((src, dst, kind), None)
+
+    def lose(self, src: str, dst: str, kind: str) -> None:
+        self.lost.add((src, dst, kind))
+
+    def redeliver(self, src: str, dst: str, kind: str, delay: float = 0.0005) -> None:
+        data = self.kept.get((src, dst, kind))
+        expect(data is not None, f"a {kind} datagram {src} -> {dst} was kept")
+        self._push(self.sim.now + delay, ("pkt", src, dst, data))
+
+    def _route(self, t: float, item: tuple) -> None:
+        if item[0] == "pkt" and any(k[:2] == item[1:3] for k in (*self.kept, *self.lost)):
+            pkt = wire.decode(item[3])
+            oob = pkt is not None and pkt[0] == wire.OOB and type(pkt[2]) is list and pkt[2]
+            key = (item[1], item[2], pkt[2][0] if oob else None)
+            if key in self.kept and self.kept[key] is None:
+                self.kept[key] = item[3]
+            if key in self.lost:
+                self.lost.discard(key)
+                return
+        self._push(t, item)
 
 
 def random_run(members: int) -> Scenario:
@@ -258,3 +309,99 @@ def forgiven_coordinator_then_join(seed: int) -> Trace:
     sim.at(2.2, lambda: (sim.trace.add(sim.now, "m5", check.JOINING), sim.join("m5")))
     sim.run(2.2)
     return finish(sim)
+
+
+def coordinator_unheard_by_two(seed: int) -> Trace:
+    """m3 and m4 stop hearing the coordinator m0 for 1.4 s (one-way link failures, e.g. a
+    firewall rule on m0's side) while everyone casts; m1 and m2 hear m0 all along. m3 and m4
+    report their suspicion to m1, whom they now take for the coordinator; m1's own failure
+    detector disagrees, so nobody is excluded. A member that takes over as soon as it suspects
+    the coordinator sends STARTs that must not win over members who know better."""
+    sim = Sim(seed, 5, net=Net())
+    strict(sim)
+    burst(sim, sim.seeds, 60, 0.06, 0.02)
+    sim.at(0.1, lambda: (cut(sim, "m0", "m3"), cut(sim, "m0", "m4")))
+    sim.at(1.5, lambda: heal(sim))
+    sim.run(1.5)
+    return finish(sim)
+
+
+# --- a stale JOIN after a split between two installs ----------------------------------------------
+
+#: the installers of W (m0 its coordinator, m1, the joiner m5) and the side cut off from them
+SPLIT_A, SPLIT_B = ("m0", "m1", "m5"), ("m2", "m3", "m4")
+
+
+def successor_accepted(seed: int) -> tuple[Sim, Wiretap]:
+    """The situation of `stale_join_after_split` up to the moment m4 accepts W2 (a prefix for
+    other endings too: crash m4 here and heal a second later, and the group must still reunite).
+
+    m4 joins {m0..m3} (the network keeps a copy of its JOIN to m0); V = m0..m4, all acceptors.
+    m5 joins: m0 proposes W = V + m5 and every member confirms it. Then m0's side (m0, m1, m5)
+    stops reaching the rest (one-way first, so m0 still gets the confirmations and installs W
+    while its INSTALLs to m2..m4 are lost; then both ways). m2, still in V, suspects m0 and m1
+    and takes over: the reports show W accepted, so m2 keeps W's cut and proposes W2 = W
+    without the unreachable (m2, m3, m4: a majority of V's and of W's acceptors); m4 accepts."""
+    sim = Sim(seed, 4, net=Net())
+    tap = Wiretap(sim)
+    tap.keep("m4", "m0", OOB_JOIN)
+    burst(sim, ["m0", "m1", "m2", "m3"], 150, 0.05, 0.02)
+    sim.at(0.1, lambda: sim.join("m4"))
+    sim.run(0.1)
+    five = {"m0", "m1", "m2", "m3", "m4"}
+    expect(
+        sim.run_until(
+            lambda: sim.converged() and set(sim.eps["m0"].view.last_primary) == five, within=2.0
+        ),
+        "V: m4 admitted and confirmed",
+    )
+    sim.join("m5")
+    expect(
+        sim.run_until(
+            lambda: all(layer_of(sim, m, "gms").done is not None for m in SPLIT_B), within=2.0
+        ),
+        "m2..m4 confirmed W",
+    )
+    for a in SPLIT_A:
+        for b in SPLIT_B:
+            sim.cut(a, b)
+    expect(sim.run_until(lambda: "m5" in sim.eps["m0"].view.members, within=1.0), "m0 installs W")
+    sim.partition(list(SPLIT_A), list(SPLIT_B))
+
+    def m4_accepted_w2() -> bool:
+        done = layer_of(sim, "m4", "gms").done
+        return done is not None and tuple(done[0])[1] == "m2"
+
+    expect(sim.run_until(m4_accepted_w2, within=3.0), "m4 accepts m2's W2")
+    return sim, tap
+
+
+def stale_join_run(seed: int) -> Sim:
+    """`stale_join_after_split`, returning the finished simulation (tests read its counters)."""
+    sim, tap = successor_accepted(seed)
+    tap.lose("m2", "m4", OOB_INSTALL)  # m2 installs W2; its INSTALL to m4 is lost
+    w = sim.eps["m2"].view
+    expect(sim.run_until(lambda: sim.eps["m2"].view is not w, within=1.0), "m2 installs W2")
+    sim.cut("m2", "m4")  # the partition moves: m4 now hears m0's side and not its own
+    sim.cut("m3", "m4")
+    mend(sim, "m0", "m4")
+    tap.redeliver("m4", "m0", OOB_JOIN)  # the copy of m4's JOIN, from before V, arrives
+    sim.run(sim.now + 0.05)
+    for a in SPLIT_A:
+        mend(sim, a, "m4")
+        mend(sim, "m4", a)
+    sim.run(sim.now + 1.0)
+    sim.heal()
+    finish(sim)
+    return sim
+
+
+def stale_join_after_split(seed: int) -> Trace:
+    """m0 installs W while the group splits (`successor_accepted`); m2's side carries on with
+    W2, W without the unreachable, and m4 has accepted it when m2's INSTALL to m4 is lost and
+    the partition moves (m4 now reaches m0's side only). A copy of the JOIN m4 sent before it
+    was a member reaches m0 at that moment (a duplicated datagram, delayed in the network): m0
+    takes m4 for a member that never installed W and resends W, with no ballot. m4 accepted W2,
+    not W: it must treat itself as left behind and rejoin. If it installed W, it would give W's
+    installers the majority of W's acceptors they lack: two primary views (W and W2) go on."""
+    return stale_join_run(seed).trace

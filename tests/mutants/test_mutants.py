@@ -14,10 +14,11 @@ fails and the note must go. `make mutants` prints the full table at budget 2000.
 from __future__ import annotations
 
 import pytest
-from mutant_catalog import CATALOG, Mutant
+from mutant_catalog import CATALOG, Mutant, by_name
 from run import SEED_START, hunt, run_one, run_targeted, scenario_params
 
-from stack.trace import Trace
+from stack import check
+from stack.trace import INSTALL, Trace
 
 #: random scenarios allowed per mutant here; the whole file should stay well under ~90 s
 BUDGET = 60
@@ -79,10 +80,10 @@ def test_a_scenario_returns_a_finished_trace():
     assert isinstance(trace, Trace) and trace.liveness and trace.live
 
 
-def test_the_start_rank_check_never_decides(monkeypatch):
-    """Why `start_from_any_coordinator` is an equivalent mutant, checked on the running code: a
-    START reaching the rank check always comes from `_coordinator(local | excluded)`, so the
-    check (which the mutant deletes) never rejects one."""
+def _rank_check_verdicts(monkeypatch) -> list[bool]:
+    """Spy on `Gms._on_start`: for each START that reaches the rank check (the receiver half of
+    start_from_any_coordinator), whether it passes (the sender is `_coordinator(local | excluded)`
+    of the receiver)."""
     from stack.layers.gms import Gms
 
     original, seen = Gms._on_start, []
@@ -95,6 +96,43 @@ def test_the_start_rank_check_never_decides(monkeypatch):
         return original(self, src, ballot, excluded)
 
     monkeypatch.setattr(Gms, "_on_start", on_start)
+    return seen
+
+
+def test_the_start_rank_check_never_decides(monkeypatch):
+    """Why the receiver half of `start_from_any_coordinator` alone is an equivalent mutant (so the
+    mutant also has a sender half), checked on the running code: a START reaching the rank check
+    always comes from `_coordinator(local | excluded)`, so the check never rejects one."""
+    seen = _rank_check_verdicts(monkeypatch)
     for i in range(12):
         run_one(*scenario_params(i, seed_start=SEED_START + 5000))
     assert seen and all(seen), f"{seen.count(False)} of {len(seen)} STARTs failed the rank check"
+
+
+def test_the_premature_takeover_alone_is_masked_by_the_rank_check(monkeypatch):
+    """The sender half of `start_from_any_coordinator` alone: the members cut off from the
+    coordinator start flushes, the rank check rejects their STARTs (the spy sees it fail), and
+    the scenario that catches both halves together passes the checker."""
+    m = by_name("start_from_any_coordinator")
+    seen = _rank_check_verdicts(monkeypatch)
+    (sender,) = m.also
+    with sender.apply():
+        for seed in m.seeds:
+            violations = check.check(m.scenario(seed))
+            assert not violations, f"seed {seed}: {violations[0].describe()}"
+    assert seen.count(False) > 0, "no premature START reached the rank check"
+
+
+def test_the_stale_join_scenario_reaches_the_left_behind_branch():
+    """The line `install_accepts_unaccepted` alters runs in its scenario: unmutated, m4 counts
+    itself left behind; mutated, it installs W (m0's view with m5) straight from V."""
+    from scenarios import stale_join_run
+
+    m = by_name("install_accepts_unaccepted")
+    seed = m.seeds[0]
+    assert stale_join_run(seed).eps["m4"].counters["gms.left_behind"] == 1
+    with m.apply():
+        sim = stale_join_run(seed)
+    installs = [(r.member, r.data) for r in sim.trace.records if r.kind == INSTALL]
+    w = next(d[0] for p, d in installs if p == "m0" and "m5" in d[1])
+    assert any(d[0] == w and d[3] is not None for p, d in installs if p == "m4"), "m4: V -> W"

@@ -161,6 +161,7 @@ def test_safe_reported_for_every_delivery_in_a_quiet_group():
 
 
 # --- random scenarios: 3-7 members, every fault kind, seeds disjoint from `cohort sim` defaults ---
+# (strict: every fault is recorded, so M9 no needless exclusion and L3 prompt repair apply too)
 
 SWEEPS = [(3, 200, 100_000), (5, 200, 200_000), (7, 120, 300_000)]
 
@@ -170,10 +171,31 @@ SWEEPS = [(3, 200, 100_000), (5, 200, 200_000), (7, 120, 300_000)]
 def test_random_scenarios(members, count, start):
     failures = []
     for seed in range(start, start + count):
-        r = run_scenario(seed, members, ALL_FAULTS)
+        r = run_scenario(seed, members, ALL_FAULTS, strict=True)
         if not r.ok:
             failures.append(check.report(r.trace, r.violations) + "\n  " + "; ".join(r.notes))
     assert not failures, f"{len(failures)} of {count} scenarios failed:\n" + "\n".join(failures[:3])
+
+
+#: seeds that once failed, with what broke; each replays with `cohort sim --scenarios 1 --seed-start
+#: SEED --members M --faults all`
+REGRESSIONS = [
+    # L2: a coordinator installed its proposal after promising a later ballot, whose coordinator
+    # derived a successor from it; members that confirmed the successor were stranded for good
+    (1000113, 7),
+    # M9, L2: confirmations that merely went stale while the coordinator waited for a crashed
+    # member counted as silence, and healthy members were excluded
+    (6050143, 5),
+    (6070166, 7),
+    (1000058, 7),
+]
+
+
+@pytest.mark.parametrize("seed,members", REGRESSIONS)
+@pytest.mark.timeout(60)
+def test_regression_seeds(seed, members):
+    r = run_scenario(seed, members, ALL_FAULTS, strict=True)
+    assert r.ok, check.report(r.trace, r.violations)
 
 
 def test_a_new_view_delivers_nothing_before_a_majority_echoes():
@@ -197,7 +219,7 @@ def test_a_new_view_delivers_nothing_before_a_majority_echoes():
 )
 def test_hypothesis_picks_seeds_sizes_and_fault_mixes(seed, members, faults):
     """Hypothesis explores seed x size x fault-mix combinations; a failure prints the replay."""
-    r = run_scenario(seed, members, tuple(sorted(faults)))
+    r = run_scenario(seed, members, tuple(sorted(faults)), strict=True)
     assert r.ok, check.report(r.trace, r.violations) + "\n  " + "; ".join(r.notes)
 
 
