@@ -522,7 +522,14 @@ def run_scenario(
 
 
 def _all_sent(sim: Sim) -> bool:
-    return all(sim.eps[m].pending_casts == 0 for m in sim.live())
+    """No live member holds casts back: neither the endpoint (blocked) nor flow control (window)."""
+    for m in sim.live():
+        ep = sim.eps[m]
+        if ep.pending_casts or any(
+            layer.name == "flow" and layer.dump()["queued"] for layer in ep._layers
+        ):
+            return False
+    return True
 
 
 #: what run_scenario promises the checker (check.L3): with no fault near, a cast reaches every

@@ -6,7 +6,9 @@ same messages in V, although some were lost in transit and their origin may be d
 Theory of operation (member side; gms runs the coordinator side and the messages):
 1. `FlushStart` from gms: ask the application to stop casting (`Block`), wait for `BlockOk`.
 2. Report how many casts of each origin we passed up (`FlushReport`); from then on delivery is
-   frozen there: later arrivals are held, not delivered.
+   frozen there: later arrivals are held, not delivered. For our own origin we report what we
+   sent, not what has come back up yet: a cast sent just before `BlockOk` may still be on its way
+   round, and the cut must include it, or we would move on without delivering our own message.
 3. `FlushCut` from gms: the coordinator's cut is the element-wise maximum of all reports, so at
    least one survivor holds every message below it. Deliver exactly up to the cut (releasing held
    ones, asking nak to `Fetch` the rest from any holder), then `FlushDone`. What lies beyond stays
@@ -43,12 +45,13 @@ class Flush(Layer):
     provides: ClassVar[frozenset[str]] = frozenset({"flush"})
     requires: ClassVar[frozenset[str]] = frozenset({"fifo", "views"})
     passes_up: ClassVar[frozenset[type]] = frozenset({DeliverSend, Stable, Lease})
-    passes_down: ClassVar[frozenset[type]] = frozenset({Cast, Send})
+    passes_down: ClassVar[frozenset[type]] = frozenset({Send})
 
     def __init__(self, ctx, view, params) -> None:
         super().__init__(ctx, view, params)
         n = view.n
         self.counts = [0] * n
+        self.sent = 0  # our own casts gone down in this view
         self.blocking = False
         self.block_ok = False
         self.frozen = False
@@ -97,7 +100,10 @@ class Flush(Layer):
             self.ctx.up(ev)
 
     def down(self, ev: Any) -> None:
-        if type(ev) is BlockOk:
+        cls = type(ev)
+        if cls is Cast:
+            self.sent += 1
+        elif cls is BlockOk:
             self.block_ok = True
             if self.attempt is not None:
                 self._report()
@@ -106,7 +112,9 @@ class Flush(Layer):
 
     def _report(self) -> None:
         self.frozen = True
-        self.ctx.down(FlushReport(self.attempt, tuple(self.counts)))
+        counts = list(self.counts)
+        counts[self.me] = max(counts[self.me], self.sent)
+        self.ctx.down(FlushReport(self.attempt, tuple(counts)))
 
     def _maybe_done(self) -> None:
         if self.cut is not None and self.counts == self.cut:

@@ -6,10 +6,13 @@ Each member gossips the per-origin counts it has received; the element-wise mini
 stable, the maximum tells nak about tail losses it could not otherwise see.
 
 Gossip is sent shortly after new casts arrive (so stability follows traffic closely) and then
-periodically while anything is unstable (so a lost gossip is repaired). Requires: fifo.
-Provides: stability.
+periodically while anything is unstable (so a lost gossip is repaired). A periodic gossip asks the
+others to answer with theirs: a member that has everything stops gossiping, so if its last gossip
+to us was lost, only our asking gets its counts to us (else our stability, and flow control's
+credits, stay stale until the next traffic). Answers never ask, so two members that both wait
+for a crashed one do not answer each other forever. Requires: fifo. Provides: stability.
 
-Control header: (GOSSIP, counts).
+Control header: (GOSSIP, counts, ask).
 """
 
 from __future__ import annotations
@@ -98,6 +101,9 @@ class StableLayer(Layer):
                 if all(type(c) is int for c in h[1]):
                     self.matrix[ev.src] = h[1]
                     self._recompute()
+                    if len(h) > 2 and h[2] is True and not self.dirty:
+                        self.dirty = True  # answer with our counts (an answer never asks)
+                        self.ctx.set_timer(self.params.gossip_delay, "prompt")
                 else:
                     self.ctx.count("stable.bad_header")
             else:
@@ -108,17 +114,18 @@ class StableLayer(Layer):
                     self._gossip()
             else:
                 self.timer_set = False
-                self._gossip()
+                self._gossip(ask=True)
         else:
             self.ctx.up(ev)
 
-    def _gossip(self) -> None:
+    def _gossip(self, ask: bool = False) -> None:
         self.dirty = False
         counts = list(self.counts if self.frozen is None else self.frozen)
         self.matrix[self.me] = counts
         self._recompute()
-        self.ctx.down(Control(None, b"", [(GOSSIP, counts)]))
-        if self.mins != tuple(counts) or self.maxs != tuple(counts):
+        unsettled = self.mins != tuple(counts) or self.maxs != tuple(counts)
+        self.ctx.down(Control(None, b"", [(GOSSIP, counts, ask and unsettled)]))
+        if unsettled:
             self._arm(self.params.gossip_interval)
 
     def _recompute(self) -> None:

@@ -136,3 +136,31 @@ def test_the_stale_join_scenario_reaches_the_left_behind_branch():
     installs = [(r.member, r.data) for r in sim.trace.records if r.kind == INSTALL]
     w = next(d[0] for p, d in installs if p == "m0" and "m5" in d[1])
     assert any(d[0] == w and d[3] is not None for p, d in installs if p == "m4"), "m4: V -> W"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known liveness bug (found by this scenario's author, issue 6): W was installed by m0's "
+        "side only; m2's side derived W2 = W without the unreachable and confirmed it; m4 (in W2) "
+        "crashes. Neither side holds a majority alone, m2 and m3 ignore m0's relays of W (they "
+        "confirmed a later ballot's successor, and installing W then could fork if W2 had been "
+        "installed), so the two sides never reunite. Fix direction: re-propose a possibly "
+        "installed view as it is (Paxos) and exclude the unreachable in the next view change"
+    ),
+)
+@pytest.mark.timeout(120)
+def test_known_bug_sides_of_a_derived_successor_reunite_after_a_crash():
+    """The situation of `successor_accepted`, then m4 crashes and the partition heals: the four
+    live acceptors of V (a majority) must end in one primary view."""
+    from scenarios import finish, successor_accepted
+
+    split = []
+    for seed in (1, 2, 3, 4):  # (1 happens to reunite; 2, 3 and 4 stay split)
+        sim, _ = successor_accepted(seed)
+        sim.crash("m4")
+        sim.run(sim.now + 1.0)
+        sim.heal()
+        trace = finish(sim, within=30.0)
+        split += [f"seed {seed}: {v.describe()}" for v in check.check(trace)]
+    assert not split, "\n".join(split)

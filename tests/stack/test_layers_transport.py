@@ -342,7 +342,7 @@ def test_stable_counts_deliveries_and_gossips_them_at_the_end_of_the_tick():
     ups, downs = ctx.take()
     assert downs == [
         Stable((0, 0, 0), (2, 1, 0)),  # maxs now include our own counts
-        Control(None, b"", [(stable.GOSSIP, [2, 1, 0])]),
+        Control(None, b"", [(stable.GOSSIP, [2, 1, 0], False)]),  # a prompt gossip does not ask
     ]
     assert ups == [Stable((0, 0, 0), (2, 1, 0))]
     assert ctx.timers == [(pytest.approx(0.05), "gossip")]  # unstable: gossip again
@@ -360,6 +360,28 @@ def test_stable_gossip_from_the_others_yields_mins_and_maxs_up_and_down():
     assert ctx.take() == ([], [])
 
 
+def test_stable_answers_a_member_that_asks_and_answers_never_ask():
+    """A settled member stops gossiping; if its last gossip was lost, the unsettled member's
+    periodic gossip asks, and the answer (which never asks back) brings it up to date."""
+    s, ctx = make(StableLayer)
+    s.up(Deliver(1, b"m", []))
+    fire(s, ctx, "prompt")
+    s.up(ControlIn(1, b"", [(stable.GOSSIP, [0, 1, 0])]))  # an old peer: no ask field
+    s.up(ControlIn(2, b"", [(stable.GOSSIP, [0, 1, 0], False)]))
+    assert s.mins == (0, 1, 0) and ctx.timers[-1] == (pytest.approx(0.05), "gossip")
+    ctx.take()
+    fire(s, ctx, "gossip")  # settled: the periodic gossip goes out once more, without asking
+    assert ctx.downs[-1] == Control(None, b"", [(stable.GOSSIP, [0, 1, 0], False)])
+    ctx.take()
+    s.up(ControlIn(2, b"", [(stable.GOSSIP, [0, 1, 0], True)]))  # m2 missed it: it asks
+    assert ctx.timers == [(pytest.approx(0.05), "prompt")]  # answered after this loop tick
+    fire(s, ctx, "prompt")
+    assert ctx.downs[-1] == Control(None, b"", [(stable.GOSSIP, [0, 1, 0], False)])
+    ctx.take()
+    s.up(ControlIn(2, b"", [(stable.GOSSIP, [0, 1, 0], False)]))  # an answer is not answered
+    assert ctx.timers == [] and ctx.take() == ([], [])
+
+
 def test_stable_counts_are_frozen_once_blocked():
     s, ctx = make(StableLayer)
     s.up(Deliver(1, b"m", []))
@@ -371,7 +393,7 @@ def test_stable_counts_are_frozen_once_blocked():
     ctx.take()
 
     fire(s, ctx, "prompt")
-    assert ctx.downs[-1] == Control(None, b"", [(stable.GOSSIP, [0, 1, 0])])
+    assert ctx.downs[-1] == Control(None, b"", [(stable.GOSSIP, [0, 1, 0], False)])
     ctx.take()
     s.up(ControlIn(1, b"", [(stable.GOSSIP, [0, 3, 0])]))
     s.up(ControlIn(2, b"", [(stable.GOSSIP, [0, 3, 0])]))
@@ -412,4 +434,4 @@ def test_stable_freezes_once_even_when_a_second_ballot_blocks_again():
     s.down(Blocked())  # a second ballot
     fire(s, ctx, "prompt")
     gossip = [d for d in ctx.downs if isinstance(d, Control)][-1]
-    assert gossip.hdrs == [(stable.GOSSIP, [1, 0, 0])]
+    assert gossip.hdrs == [(stable.GOSSIP, [1, 0, 0], False)]
