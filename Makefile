@@ -37,7 +37,7 @@ mutants: $(STAMP)
 	$(BIN)/python tests/mutants/run.py --budget 2000
 
 explore: $(STAMP)
-	$(BIN)/python tests/explore/explorer.py 20000
+	$(BIN)/python tests/explore/explorer.py 20000 --minimum-seconds 300
 
 # Secure stack (issue 5): 5,000,000 fuzzed packets into a member and 1,250,000 into a joiner
 # (make test runs 200,000 and 50,000); another corpus mutation order with COHORT_FUZZ_SEED=n.

@@ -10,10 +10,10 @@ that some member may already have installed. So view agreement is single-decree 
 - a new coordinator's START gathers reports; if any reporter accepted a proposal it must re-propose
   the highest-ballot one with its cut. A proposal that may have been installed was accepted by all
   its members, a majority of the view, so any majority of reporters contains one of them.
-  Unlike Paxos, a later coordinator that cannot reach all of that proposal's members derives a
-  successor from it (same cut, without them), so a coordinator that has itself promised a later
-  ballot gives its own proposal up rather than install it: installing it would strand the members
-  that confirm the successor.
+  If some of that proposal's members cannot be reached, it is re-proposed as it is all the same,
+  confirmed by those that can (`partial`); the next view change leaves out those that are gone.
+  (Deriving a different view, the same cut without them, split the group when they had installed
+  the original.)
 Members stuck in the old view (their INSTALL lost) keep sending heartbeats tagged with it; a member
 of the new view answers such packets by relaying the INSTALL (`OldView`).
 
@@ -132,8 +132,8 @@ class Gms(Layer):
         self.blocked_since: float | None = None
         self.my_report: tuple | None = None
         self.granted: tuple = (0.0,) * view.n
-        self.proposal: tuple | None = None  # (ballot, view wire, cut) from the latest CUT
-        self.done: tuple | None = None  # (ballot, view wire, cut) accepted = delivered the cut
+        self.proposal: tuple | None = None  # (ballot, view wire, cut, partial) of the latest CUT
+        self.done: tuple | None = None  # that of the proposal we accepted (delivered its cut)
         self.cut_t = 0.0  # the coordinator's clock in the latest CUT
         self.coord = CoordinatorRole(self)
         self.relayed: dict[str, float] = {}
@@ -227,7 +227,9 @@ class Gms(Layer):
         elif kind == REPORT:
             self.coord.on_report(src, (h[1], h[2]), h[3], h[4], h[5], h[6])
         elif kind == CUT:
-            self._on_cut(src, (h[1], h[2]), tuple(h[3]), h[4], float(h[5]))
+            self._on_cut(
+                src, (h[1], h[2]), tuple(h[3]), h[4], float(h[5]), len(h) > 6 and h[6] is True
+            )
         elif kind == DONE:
             self.coord.on_done(src, (h[1], h[2]), float(h[3]))
         elif kind == SUSPECT:
@@ -331,7 +333,9 @@ class Gms(Layer):
         )
         self._to(self.view.rank(self.accepted[1]), hdr)
 
-    def _on_cut(self, src: int, ballot: tuple, cut: tuple, proposal: list, t: float) -> None:
+    def _on_cut(
+        self, src: int, ballot: tuple, cut: tuple, proposal: list, t: float, partial: bool
+    ) -> None:
         if ballot != self.accepted:
             return
         self.cut_t = t  # echoed in DONE: the coordinator only trusts fresh confirmations
@@ -341,7 +345,7 @@ class Gms(Layer):
         if len(cut) != self.view.n or view_from_wire(proposal) is None:
             self.ctx.count("gms.bad_cut")
             return
-        self.proposal = (ballot, proposal, cut)
+        self.proposal = (ballot, proposal, cut, partial)
         self.seen_ltime = max(self.seen_ltime, int(proposal[0]))
         self.ctx.up(FlushCut(ballot, cut))
 

@@ -34,6 +34,7 @@ class CoordinatorRole:
         self.dones: dict[int, float] = {}  # rank -> our CUT time its DONE echoed
         self.install_at: float | None = None
         self.waiting = False
+        self.partial = False  # re-proposing a view without some of its members (propose)
 
     @property
     def collecting(self) -> bool:
@@ -51,6 +52,7 @@ class CoordinatorRole:
         self.dones = {}
         self.install_at = None
         self.waiting = False
+        self.partial = False
         g.ctx.trace(f"gms starts flush {self.ballot} excluding {sorted(self.excluded)}")
         for r in self.participants():
             g._to(r, (START, *self.ballot, sorted(self.excluded)))
@@ -76,21 +78,27 @@ class CoordinatorRole:
         reports = self.reports
         maybe = self.installable_proposal()
         here = set(self.participants())
-        if maybe is not None and all(v.rank(m) in here for m in maybe[1][2] if v.rank(m) >= 0):
-            # it may have been installed: finish it, with every one of its members confirming
+        self.partial = False
+        if maybe is not None:
+            # It may have been installed: propose it again as it is (Paxos), with its cut. Its
+            # members we cannot reach do not confirm it now: they may be in it already, or learn
+            # of it later (and install it if they confirmed it, else rejoin); the next view change
+            # leaves out those that are gone. Proposing a different view instead (the same cut
+            # without them) would split the group if those members did install this one.
             proposal, cut = maybe[1], tuple(maybe[2])
-        elif maybe is not None:
-            # It may have been installed by members we cannot reach. Keep what matters, its cut,
-            # so everyone leaving this view delivers the same messages in it; move on without the
-            # unreachable. Its lonely installers hold no majority of acceptors, hence no lease:
-            # that view stays inert, and they rejoin when they hear of this one.
-            cut = tuple(maybe[2])
-            fresh = self.successor(maybe[1], here)
-            if not fresh.primary:
+            p = view_from_wire(proposal)
+            keep = tuple(m for m in p.members if v.rank(m) in here)
+            everyone = all(v.rank(m) in here for m in p.members if v.rank(m) >= 0)
+            if not everyone and not (
+                p.primary
+                and majority_of(keep, v.last_primary)
+                and majority_of(keep, p.last_primary)
+            ):
                 self.waiting = True
                 self.g.ctx.trace("gms waits: no majority for a primary view")
                 return
-            proposal = view_to_wire(fresh)
+            # once confirmed by only some of its members, always so (see installable_proposal)
+            self.partial = not everyone or (len(maybe) > 3 and maybe[3] is True)
         else:
             cut = tuple(max(col) for col in zip(*(r[0] for r in reports.values())))
             fresh = self.next_view()
@@ -108,15 +116,23 @@ class CoordinatorRole:
         # members only the remainder of it to confirm the cut (a healthy member would be excluded)
         self.started = self.g.ctx.now
         for r in self.participants():
-            self.g._to(r, (CUT, *self.ballot, list(cut), proposal, self.g.ctx.now))
+            self.g._to(r, self._cut_msg())
+
+    def _cut_msg(self) -> tuple:
+        msg = (CUT, *self.ballot, list(self.cut), self.proposal, self.g.ctx.now)
+        return (*msg, True) if self.partial else msg  # (the flag is rare: sent only when set)
 
     def installable_proposal(self) -> list | None:
         """The highest-ballot accepted proposal that some coordinator may have installed.
 
-        A proposal is installed only after every one of its members accepted it (DONE), and a
-        member's accepted proposal changes only when a later coordinator proves the old one was
-        never installed. So a proposal that some reporter who is one of its members did not
-        accept was certainly never installed, and may be dropped.
+        A proposal is installed only after every one of its members we could reach accepted it
+        (DONE): all of them, unless it is a re-proposal made without some of them (`partial`).
+        A member's accepted proposal changes only when a later coordinator proves the old one was
+        never installed. So a proposal that was never partial and that some reporter who is one
+        of its members did not accept was certainly never installed, and may be dropped. A
+        partial one may have been installed without any given member, so it is kept; and since
+        any later ballot hears from one of the majority that confirmed it, and re-proposes the
+        highest accepted one, every later entry of that view is partial too.
         """
         reports = self.reports
         members = self.g.view.members
@@ -124,6 +140,8 @@ class CoordinatorRole:
             (r[2] for r in reports.values() if r[2]), key=lambda d: tuple(d[0]), reverse=True
         )
         for d in accepted:
+            if len(d) > 3 and d[3] is True:
+                return d
             vid, in_it = (d[1][0], d[1][1]), set(d[1][2])
             if all(
                 r[2] and (r[2][1][0], r[2][1][1]) == vid
@@ -132,24 +150,6 @@ class CoordinatorRole:
             ):
                 return d
         return None
-
-    def successor(self, accepted: list, here: set[int]) -> ViewRec:
-        """The accepted proposal without its members that are not taking part in this flush."""
-        v = self.g.view
-        p = view_from_wire(accepted)
-        keep = tuple(m for m in p.members if v.rank(m) in here)
-        vid = (self.g.seen_ltime + 1, self.g.ctx.me)
-        primary = (
-            bool(keep)
-            and p.primary
-            and majority_of(keep, v.last_primary)
-            and majority_of(keep, p.last_primary)
-        )
-        if primary:
-            return ViewRec(vid, keep, True, keep, vid, v.vid)
-        return ViewRec(
-            vid, keep or (self.g.ctx.me,), False, v.last_primary, v.last_primary_vid, v.vid
-        )
 
     def next_view(self, also: tuple[str, ...] = ()) -> ViewRec:
         v = self.g.view
@@ -217,15 +217,6 @@ class CoordinatorRole:
 
     def install(self, proposal: ViewRec) -> None:
         v = self.g.view
-        if self.g.accepted is not None and self.g.accepted > self.ballot:
-            # We promised a later coordinator's ballot (our member side joined its flush). It may
-            # derive a successor from our proposal (same cut, without members it cannot reach);
-            # installing ours now would strand members that confirm that successor in a view no
-            # one can finish. Nothing of ours is installed anywhere yet: give the ballot up.
-            self.g.ctx.trace(f"gms gives up {self.ballot}: promised {self.g.accepted}")
-            self.g.ctx.count("gms.install_abandoned")
-            self.ballot = None
-            return
         joiners = [m for m in proposal.members if v.rank(m) < 0 or v.rank(m) in self.excluded]
         msg = [OOB_INSTALL, self.proposal, joiners, list(self.ballot)]
         pubs, key = self.g.install_keys(proposal.members)
@@ -282,4 +273,4 @@ class CoordinatorRole:
             if self.cut is None:
                 self.g._to(r, (START, *self.ballot, sorted(self.excluded)))
             else:
-                self.g._to(r, (CUT, *self.ballot, list(self.cut), self.proposal, now))
+                self.g._to(r, self._cut_msg())

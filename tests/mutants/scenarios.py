@@ -17,8 +17,7 @@ from typing import Any
 
 from mutation import Scenario
 
-from stack import check, wire
-from stack.layers.gms_wire import OOB_INSTALL, OOB_JOIN
+from stack import check
 from stack.sim import ALL_FAULTS, REPAIR_BOUND, Net, Sim, run_scenario
 from stack.trace import Trace
 
@@ -64,54 +63,11 @@ def heal(sim: Sim) -> None:
     sim.trace.add(sim.now, "", check.HEAL)
 
 
-def mend(sim: Sim, src: str, dst: str) -> None:
-    """`dst` hears `src` again (one direction; other cuts stay)."""
-    sim.cut_links.discard((src, dst))
-
-
 def expect(ok: bool, what: str) -> None:
     """A step the scenario relies on did not happen (the stack's behaviour changed): say so
     instead of carrying on with a run that no longer builds its situation."""
     if not ok:
         raise RuntimeError(f"scenario step not reached: {what}")
-
-
-class Wiretap:
-    """The network's hand on chosen out-of-view datagrams (JOIN, INSTALL), by sender, receiver
-    and kind: `keep` copies the first such datagram so that `redeliver` can deliver it again
-    later (a network that duplicates a datagram and delays the copy), `lose` drops the next one.
-
-    It wraps `Sim._push`, where every sent packet enters the network (after the link cuts)."""
-
-    def __init__(self, sim: Sim) -> None:
-        self.sim = sim
-        self.kept: dict[tuple[str, str, str], bytes | None] = {}
-        self.lost: set[tuple[str, str, str]] = set()
-        self._push = sim._push
-        sim._push = self._route  # type: ignore[method-assign]
-
-    def keep(self, src: str, dst: str, kind: str) -> None:
-        self.kept.setdefault((src, dst, kind), None)
-
-    def lose(self, src: str, dst: str, kind: str) -> None:
-        self.lost.add((src, dst, kind))
-
-    def redeliver(self, src: str, dst: str, kind: str, delay: float = 0.0005) -> None:
-        data = self.kept.get((src, dst, kind))
-        expect(data is not None, f"a {kind} datagram {src} -> {dst} was kept")
-        self._push(self.sim.now + delay, ("pkt", src, dst, data))
-
-    def _route(self, t: float, item: tuple) -> None:
-        if item[0] == "pkt" and any(k[:2] == item[1:3] for k in (*self.kept, *self.lost)):
-            pkt = wire.decode(item[3])
-            oob = pkt is not None and pkt[0] == wire.OOB and type(pkt[2]) is list and pkt[2]
-            key = (item[1], item[2], pkt[2][0] if oob else None)
-            if key in self.kept and self.kept[key] is None:
-                self.kept[key] = item[3]
-            if key in self.lost:
-                self.lost.discard(key)
-                return
-        self._push(t, item)
 
 
 def random_run(members: int) -> Scenario:
@@ -187,6 +143,35 @@ def split_after_install(seed: int) -> Trace:
     sim.partition(["m0", "m1", "m2"], ["m3", "m4", "m5", "m6"])
     sim.run(sim.now + 2.0)
     sim.heal()
+    return finish(sim)
+
+
+def split_before_confirming(seed: int) -> Trace:
+    """7 members; {m4, m5, m6} are cut off and m0 excludes them. The moment m3 has sent its
+    report in m0's flush, the partition moves: m0's CUT (W = m0..m3) never reaches m3, which
+    joins {m4, m5, m6}, four of the seven, and they install a primary view of their own. m0,
+    m1 and m2 confirmed W but are three of seven: W, which m3 never accepted, must not be
+    installed (nor re-proposed without m3: no majority), or two primary views go on."""
+    sim = Sim(seed, 7, net=Net())
+    strict(sim)
+    burst(sim, sim.seeds, 100, 0.06, 0.02)
+
+    def part(xs: list[str], ys: list[str]) -> None:
+        for x in xs:
+            for y in ys:
+                cut(sim, x, y)
+                cut(sim, y, x)
+
+    sim.at(0.1, lambda: part(["m0", "m1", "m2", "m3"], ["m4", "m5", "m6"]))
+    sim.run(0.1)
+    expect(
+        sim.run_until(lambda: layer_of(sim, "m3", "gms").my_report is not None, within=2.0),
+        "m3 reports in m0's flush",
+    )
+    heal(sim)
+    part(["m0", "m1", "m2"], ["m3", "m4", "m5", "m6"])
+    sim.run(sim.now + 2.0)
+    heal(sim)
     return finish(sim)
 
 
@@ -326,25 +311,63 @@ def coordinator_unheard_by_two(seed: int) -> Trace:
     return finish(sim)
 
 
-# --- a stale JOIN after a split between two installs ----------------------------------------------
+# --- partial re-proposals ------------------------------------------------------------------------
+
+
+def isolate(sim: Sim, member: str) -> None:
+    """`member` stops reaching everyone and hearing anyone (recorded)."""
+    for m in sim.eps:
+        if m != member:
+            cut(sim, member, m)
+            cut(sim, m, member)
+
+
+def cut_off_run(seed: int) -> Sim:
+    """`cut_off_after_reporting`, returning the finished simulation (tests read its counters)."""
+    sim = Sim(seed, 5, net=Net())
+    strict(sim)
+    burst(sim, sim.seeds, 100, 0.06, 0.01)
+    sim.at(0.1, lambda: sim.crash("m4"))
+    sim.run(0.1)
+    expect(
+        sim.run_until(lambda: layer_of(sim, "m3", "gms").my_report is not None, within=2.0),
+        "m3 reports in m0's flush",
+    )
+    isolate(sim, "m3")  # its REPORT is on the wire; m0's CUT to it will not be
+    v = sim.eps["m0"].view
+    expect(sim.run_until(lambda: sim.eps["m0"].view is not v, within=2.0), "m0 installs W")
+    expect("m3" in sim.eps["m0"].view.members, "W, re-proposed without m3's confirmation")
+    sim.run(sim.now + 0.2)
+    heal(sim)
+    finish(sim)
+    return sim
+
+
+def cut_off_after_reporting(seed: int) -> Trace:
+    """m4 crashes and the coordinator m0 runs the flush; the moment m3 has sent its report, a
+    partition isolates m3 (both ways): m0's CUT, proposing W = m0..m3, never reaches it. m0
+    times out m3 and, since every member it hears accepted W, re-proposes W as it is (it may
+    be installed), confirmed by m0..m2 (`partial`), and installs it. When the partition heals,
+    m3 hears of W (a relay): it is a member of W but never confirmed it, nor delivered its cut,
+    so it must count itself left behind and rejoin. If it installed W straight from V, it would
+    skip casts the others delivered in V (V3, and V5 for those marked Safe)."""
+    return cut_off_run(seed).trace
+
 
 #: the installers of W (m0 its coordinator, m1, the joiner m5) and the side cut off from them
 SPLIT_A, SPLIT_B = ("m0", "m1", "m5"), ("m2", "m3", "m4")
 
 
-def successor_accepted(seed: int) -> tuple[Sim, Wiretap]:
-    """The situation of `stale_join_after_split` up to the moment m4 accepts W2 (a prefix for
-    other endings too: crash m4 here and heal a second later, and the group must still reunite).
+def successor_accepted(seed: int) -> Sim:
+    """A group split between two installs, up to the moment m4 accepts W from m2.
 
-    m4 joins {m0..m3} (the network keeps a copy of its JOIN to m0); V = m0..m4, all acceptors.
-    m5 joins: m0 proposes W = V + m5 and every member confirms it. Then m0's side (m0, m1, m5)
-    stops reaching the rest (one-way first, so m0 still gets the confirmations and installs W
-    while its INSTALLs to m2..m4 are lost; then both ways). m2, still in V, suspects m0 and m1
-    and takes over: the reports show W accepted, so m2 keeps W's cut and proposes W2 = W
-    without the unreachable (m2, m3, m4: a majority of V's and of W's acceptors); m4 accepts."""
+    m4 joins {m0..m3}; V = m0..m4, all acceptors. m5 joins: m0 proposes W = V + m5 and every
+    member confirms it. Then m0's side (m0, m1, m5) stops reaching the rest (one-way first, so
+    m0 still gets the confirmations and installs W while its INSTALLs to m2..m4 are lost; then
+    both ways). m2, still in V, suspects m0 and m1 and takes over: the reports show W accepted,
+    so m2 re-proposes W as it is (`partial`: m2, m3, m4 confirm it, a majority of V's and of
+    W's acceptors); m4 accepts it."""
     sim = Sim(seed, 4, net=Net())
-    tap = Wiretap(sim)
-    tap.keep("m4", "m0", OOB_JOIN)
     burst(sim, ["m0", "m1", "m2", "m3"], 150, 0.05, 0.02)
     sim.at(0.1, lambda: sim.join("m4"))
     sim.run(0.1)
@@ -368,40 +391,9 @@ def successor_accepted(seed: int) -> tuple[Sim, Wiretap]:
     expect(sim.run_until(lambda: "m5" in sim.eps["m0"].view.members, within=1.0), "m0 installs W")
     sim.partition(list(SPLIT_A), list(SPLIT_B))
 
-    def m4_accepted_w2() -> bool:
+    def m4_accepted_from_m2() -> bool:
         done = layer_of(sim, "m4", "gms").done
         return done is not None and tuple(done[0])[1] == "m2"
 
-    expect(sim.run_until(m4_accepted_w2, within=3.0), "m4 accepts m2's W2")
-    return sim, tap
-
-
-def stale_join_run(seed: int) -> Sim:
-    """`stale_join_after_split`, returning the finished simulation (tests read its counters)."""
-    sim, tap = successor_accepted(seed)
-    tap.lose("m2", "m4", OOB_INSTALL)  # m2 installs W2; its INSTALL to m4 is lost
-    w = sim.eps["m2"].view
-    expect(sim.run_until(lambda: sim.eps["m2"].view is not w, within=1.0), "m2 installs W2")
-    sim.cut("m2", "m4")  # the partition moves: m4 now hears m0's side and not its own
-    sim.cut("m3", "m4")
-    mend(sim, "m0", "m4")
-    tap.redeliver("m4", "m0", OOB_JOIN)  # the copy of m4's JOIN, from before V, arrives
-    sim.run(sim.now + 0.05)
-    for a in SPLIT_A:
-        mend(sim, a, "m4")
-        mend(sim, "m4", a)
-    sim.run(sim.now + 1.0)
-    sim.heal()
-    finish(sim)
+    expect(sim.run_until(m4_accepted_from_m2, within=3.0), "m4 accepts m2's re-proposal of W")
     return sim
-
-
-def stale_join_after_split(seed: int) -> Trace:
-    """m0 installs W while the group splits (`successor_accepted`); m2's side carries on with
-    W2, W without the unreachable, and m4 has accepted it when m2's INSTALL to m4 is lost and
-    the partition moves (m4 now reaches m0's side only). A copy of the JOIN m4 sent before it
-    was a member reaches m0 at that moment (a duplicated datagram, delayed in the network): m0
-    takes m4 for a member that never installed W and resends W, with no ballot. m4 accepted W2,
-    not W: it must treat itself as left behind and rejoin. If it installed W, it would give W's
-    installers the majority of W's acceptors they lack: two primary views (W and W2) go on."""
-    return stale_join_run(seed).trace
