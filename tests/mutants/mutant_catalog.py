@@ -238,6 +238,23 @@ mutant(
     "cut = tuple(min(c, self.my_report[o]) if o in self.suspected and self.my_report else c"
     " for o, c in enumerate(cut))\nself.proposal = (ballot, proposal, cut, partial)",
 )
+derive_successor_view = mutant(
+    "derive_successor_view",
+    "a new coordinator that cannot reach every member of a possibly installed view proposes "
+    "that view without them (a new view id, the same cut) instead of proposing it again as it is",
+    CoordinatorRole,
+    "propose",
+    "self.partial = not everyone or (len(maybe) > 3 and maybe[3] is True)",
+    "self.partial = False\nif not everyone:\n    vid = (self.g.seen_ltime + 1, self.g.ctx.me)\n"
+    "    proposal = view_to_wire(ViewRec(vid, keep, True, keep, vid, v.vid))",
+    # This was the protocol until issue 6 (stop 9), and the bug the strengthened checker found
+    # in it (cohort sim seed 1000113, 7 members): members that confirmed the derived view ignore
+    # relays of the original, so if its lonely installers and they each lack a majority, the
+    # group never reunites (L2). Two guards of the real code only matter under this bug; their
+    # mutants below are higher-order with it.
+    scenario=sc.successor_then_crash,
+    seeds=(2, 3),  # L2: m0, m1, m5 stay in W, m2 and m3 in V (seed 1 happens to reunite)
+)
 mutant(
     "install_ballot_check_off",
     "an INSTALL from an older ballot is applied although we accepted a later coordinator's "
@@ -246,17 +263,14 @@ mutant(
     "_on_install",
     "and tuple(self.done[0]) > ballot",
     "and False",
-    known_gap=(
-        "equivalent since partial re-proposals (gms.install_superseded counts the branch: "
-        "0 hits in 2850 unmutated random scenarios and in every targeted one, so the mutated runs are those runs). The "
-        "check drops an INSTALL of W (ballot b) at a member whose accepted proposal has a later "
-        "ballot b' and is another view. A coordinator at b' proposes another view only if a "
-        "reporter that is a member of W had not accepted W at b (a primary proposal needs a "
-        "majority, so it hears one); having accepted b' that member ignores b's CUT, so b never "
-        "gets its DONE and W is never installed (a partial W is kept by installable_proposal and "
-        "re-proposed as it is). No INSTALL of W at b can reach the check; it guarded the "
-        "derived views of the old protocol"
-    ),
+    # Alone, equivalent since partial re-proposals: the branch (gms.install_superseded) was hit
+    # 0 times in 2850 unmutated random scenarios and in every targeted one. A later ballot
+    # proposes another view only after hearing from a member of W that had not accepted W, and
+    # then W cannot be installed. The check guards against derived views (derive_successor_view):
+    # with both, an older ballot's INSTALL of W wins over the derived view a member accepted.
+    also=(derive_successor_view,),
+    scenario=sc.random_run(7),
+    seeds=(1001487,),  # L2 (derived view alone: clean on this seed)
 )
 mutant(
     "install_accepts_unaccepted",
@@ -384,16 +398,16 @@ mutant(
     "stale",
     "return [r for r in self.confirming() if now - self.dones.get(r, -1e18) > fresh]",
     "return [r for r in self.confirming() if r not in self.dones]",
-    known_gap=(
-        "equivalent since partial re-proposals: the mutated line decides (a DONE counted though "
-        "stale) in 122 of 2000 random scenarios (463 calls), none rejected; in "
-        "coordinator_naps_mid_flush the waking m0 counts stale DONEs and installs the views it "
-        "installs on the real code (test_stale_dones_install_only_the_view_the_group_installed)."
-        " Every member of W having "
-        "confirmed W (at any time) is what the mutant still requires, and then every later "
-        "ballot of the view hears a member that accepted W and re-proposes W (installable_"
-        "proposal): a stale confirmation can only install the view the group installs anyway"
-    ),
+    # Alone, equivalent since partial re-proposals: the mutated line decides (a DONE counted
+    # though stale) in 122 of 2000 random scenarios (463 calls) with no violation, and in
+    # coordinator_naps_mid_flush the waking m0 installs the views it installs on the real code
+    # (test_stale_dones_install_only_the_view_the_group_installed): once every confirming member
+    # has confirmed W, every later ballot re-proposes W, so a stale confirmation can only install
+    # what the group installs anyway. It matters when a later coordinator may derive another view
+    # (derive_successor_view): then the waking coordinator installs W beside it (M8).
+    also=(derive_successor_view,),
+    scenario=sc.coordinator_naps_mid_flush,
+    seeds=(1, 2, 3),  # M8 at each (derived view alone: clean on these seeds)
 )
 mutant(
     "no_lease_wait",

@@ -397,3 +397,13 @@ def successor_accepted(seed: int) -> Sim:
 
     expect(sim.run_until(m4_accepted_from_m2, within=3.0), "m4 accepts m2's re-proposal of W")
     return sim
+
+
+def successor_then_crash(seed: int) -> Trace:
+    """`successor_accepted`, then m4 (which confirmed m2's proposal) crashes and the partition
+    heals a second later: the four live acceptors of V must end in one primary view."""
+    sim = successor_accepted(seed)
+    sim.crash("m4")
+    sim.run(sim.now + 1.0)
+    sim.heal()
+    return finish(sim, within=30.0)

@@ -140,8 +140,8 @@ def test_the_cut_off_scenario_reaches_the_left_behind_branch():
 
 
 def test_stale_dones_install_only_the_view_the_group_installed():
-    """Why `coord_trusts_stale_dones` is a known gap now (its catalog note): in the scenario it
-    was caught with, the mutated line decides (m0 wakes to stale DONEs and counts them), and the
+    """Why `coord_trusts_stale_dones` needs its derived-view half (its catalog note): alone, in
+    its scenario, the mutated line decides (m0 wakes to stale DONEs and counts them), and the
     run passes the checker, m0 installing the same views as on the real code: W, which m1
     re-proposed as it is and installed while m0 slept, then its exclusion."""
     from unittest.mock import patch
@@ -154,36 +154,53 @@ def test_stale_dones_install_only_the_view_the_group_installed():
         return [r.data[0] for r in trace.records if r.kind == INSTALL and r.member == "m0"]
 
     m, real, decided = by_name("coord_trusts_stale_dones"), CoordinatorRole.stale, []
-    with m.apply():
-        mutated = CoordinatorRole.stale
+    mutated = m.build()  # this site alone, without `also`
 
-        def spy(self):
-            fresh_only, any_age = real(self), mutated(self)
-            decided.append(fresh_only != any_age)
-            return any_age
+    def spy(self):
+        fresh_only, any_age = real(self), mutated(self)
+        decided.append(fresh_only != any_age)
+        return any_age
 
-        with patch.object(CoordinatorRole, "stale", spy):
-            trace = coordinator_naps_mid_flush(1)
+    with patch.object(CoordinatorRole, "stale", spy):
+        trace = coordinator_naps_mid_flush(1)
     assert any(decided), "no stale DONE was counted"
     assert not check.check(trace)
     assert m0_views(trace)[:3] == m0_views(coordinator_naps_mid_flush(1))[:3]
 
 
+SECURE_SPLIT = (
+    "known bug (secure stacks): each installer of the re-proposed view draws its own key (the key "
+    "travels with the install), so the two sides of W cannot read each other; neither holds a "
+    "majority without m4, and the group stays in W with m4 dead. Fix direction: choose the key "
+    "with the proposal and carry it, wrapped per member, in the CUT (docs/security.md)"
+)
+
+
+@pytest.mark.parametrize(
+    "stack",
+    ["total", pytest.param("secure", marks=pytest.mark.xfail(strict=True, reason=SECURE_SPLIT))],
+)
 @pytest.mark.timeout(120)
-def test_the_sides_of_a_partial_reproposal_reunite_after_a_crash():
+def test_the_sides_of_a_partial_reproposal_reunite_after_a_crash(stack, monkeypatch):
     """Regression (found with `successor_accepted`, issue 6): W was installed by m0's side only;
     m2's side, cut off, re-proposed it and m4 confirmed; then m4 crashes and the partition heals.
     When m2 proposed a different view (W without the unreachable, same cut), m2 and m3 ignored
     m0's relays of W and neither side ever held a majority again. Re-proposing W as it is (Paxos,
     confirmed by the reachable: `partial`) lets the four live acceptors reunite."""
-    from scenarios import finish, successor_accepted
+    import functools
 
+    import scenarios
+
+    from stack.sim import Sim
+
+    params = {"auth": {"secret": b"k" * 32}} if stack == "secure" else None
+    monkeypatch.setattr(scenarios, "Sim", functools.partial(Sim, stack=stack, params=params))
     split = []
     for seed in (1, 2, 3, 4):  # 2, 3 and 4 stayed split before
-        sim = successor_accepted(seed)
+        sim = scenarios.successor_accepted(seed)
         sim.crash("m4")
         sim.run(sim.now + 1.0)
         sim.heal()
-        trace = finish(sim, within=30.0)
+        trace = scenarios.finish(sim, within=30.0)
         split += [f"seed {seed}: {v.describe()}" for v in check.check(trace)]
     assert not split, "\n".join(split)
