@@ -5,11 +5,11 @@ decides the next view, but it can die half-way, and its successor must not insta
 that some member may already have installed. So view agreement is single-decree Paxos in disguise:
 - `START(ballot)` blocks members (the flush layer freezes deliveries and reports counts);
 - the coordinator proposes the next view and the flush cut (`CUT`); members deliver to the cut and
-  answer `DONE`, which is "accepting" the proposal; only when every member of the proposal is DONE
-  is it installed (`INSTALL`, out of view, also to joiners);
+  answer `DONE`, which is "accepting" the proposal; only when every member of the proposal taking
+  part in the flush is DONE is it installed (`INSTALL`, out of view, also to joiners);
 - a new coordinator's START gathers reports; if any reporter accepted a proposal it must re-propose
-  the highest-ballot one with its cut. A proposal that may have been installed was accepted by all
-  its members, a majority of the view, so any majority of reporters contains one of them.
+  the highest-ballot one with its cut. A proposal that may have been installed was accepted by
+  a majority of the view's acceptors, so any majority of reporters contains one of them.
   If some of that proposal's members cannot be reached, it is re-proposed as it is all the same,
   confirmed by those that can (`partial`); the next view change leaves out those that are gone.
   (Deriving a different view, the same cut without them, split the group when they had installed
