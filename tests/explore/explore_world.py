@@ -181,6 +181,8 @@ class Store:
             ep.cast(inp[1])
         elif kind == "crash":
             ep.crash()
+        elif kind == "suspect":  # a transport saw the peer's connection close (stack.fdsock)
+            ep.suspect(inp[1])
         elif kind == "resume":  # a stopped process wakes to its socket buffer, then its timers
             for src, data in inp[1]:
                 ep.receive(src, data, inp[2])

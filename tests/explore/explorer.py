@@ -177,12 +177,17 @@ def _flush_after_crash(w: World, b: Bounds) -> World:
 
 
 def _origin_dies_after_partial_cast(w: World, b: Bounds) -> World:
-    """m1 casts; the copy for m2 is lost, m0 (the sequencer) gets and orders it; m1 dies.
+    """m1 casts; the copy for m2 is lost, m0 (the sequencer) gets and orders it; m1 dies at once
+    and its watchers learn it from the closed connection (`stack.fdsock`), before any repair.
     Exploration starts at m0's flush, which must carry the message to m2 or to nobody."""
     apply(w, ("cast", "m1"), b)
-    w.inflight = [p for p in w.inflight if not (p[0] == "m1" and p[1] == "m2")]
-    w = run_until(w, b, lambda w: not any(p[0] == "m1" for p in w.inflight))
+    to_m0 = [p for p in w.inflight if p[0] == "m1" and p[1] == "m0"]
+    w.inflight = [p for p in w.inflight if p[0] != "m1" or p[1] == "m0"]  # m2's copy is lost
+    for p in to_m0:
+        apply(w, ("deliver", p), b)
     crash(w, "m1")
+    for watcher in ("m0", "m2"):
+        w.local(watcher, ("suspect", "m1"))
     return run_until(w, b, coordinating("m0"))
 
 

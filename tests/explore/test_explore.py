@@ -116,3 +116,17 @@ def test_the_explorer_catches_safe_marks_ahead_of_order_stability():
         r = ex.explore(b, scenario=name)
     assert r.violation is not None and "V5" in r.violation, r
     assert ex.replay(r.path, b, scenario=name) == ""
+
+
+@pytest.mark.parametrize("name", ["flush_skips_crashed_origin", "done_before_cut_delivered"])
+@pytest.mark.timeout(120)
+def test_the_explorer_catches_a_flush_that_leaves_the_dead_origins_cast_behind(name):
+    """m1's cast reached only m0 before m1 died: m0's flush must carry it to m2. A member that
+    trusts what it holds of a dead origin, or confirms before delivering the cut, moves on
+    without it (V3). The real code does not fail the same path."""
+    scenario = "origin-dies-after-partial-cast"
+    b = bounds(scenario, 2000)
+    with by_name(name).apply():
+        r = ex.explore(b, scenario=scenario)
+    assert r.violation is not None and "V3" in r.violation, r
+    assert not ex.replay(r.path, b, scenario=scenario)  # clean, or the real code goes elsewhere
