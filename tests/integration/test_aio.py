@@ -188,7 +188,11 @@ class Cluster:
         raise AssertionError(f"member {i} did not print {line} in {timeout}s")
 
     def views_of(self, i: int) -> list[tuple]:
-        rows = [json.loads(x) for x in open(self.paths[i]) if x.strip()]
+        """The views member i has recorded so far: complete lines only, since the member may be
+        writing its trace file as we read it."""
+        with open(self.paths[i]) as f:
+            complete = f.read().split("\n")[:-1]  # what follows the last newline is half-written
+        rows = [json.loads(x) for x in complete if x.strip()]
         return [r[3] for r in rows if r[2] == "install"]
 
     def wait_view_without(self, i: int, addr: str, timeout: float = 10) -> float:
