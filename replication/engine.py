@@ -11,19 +11,26 @@ Ordered messages (msgpack arrays, cast in total order):
   PUPD [2, exec_no, cid, rid, status, body, update, delta]  passive: the coordinator's result
   BATCH [3, [INV or QRY, ...]]   the calls a replica received in one event-loop tick, one cast
                                  (one pass through the stack for many calls; they share a position)
-Point-to-point messages (state transfer, within one view):
-  REQ [12, vid]  HDR [11, xid, vid, pos, applied, chunks, size, digest]  CHUNK [10, xid, i, data]
-  ACK [14, xid, i]  NOTREADY [13]
+  STATUS [4, vid, held, seen, applied, ready]   each member's, at the install of a primary view
+Point-to-point messages: the state transfer of `replication.transfer` (HDR, CHUNK, ACK, END) and
+  REQ [12, vid]   a joiner whose transfer failed its checks asks its donor again
 
 When a reply is safe (design.md §4 property 10): an invocation is answered once the stack reports it
 `Safe` (delivered and ordered at every member), or once the view it was delivered in has ended and
-we moved on with the primary — then every survivor delivered it too (virtual synchrony).
+we moved on with the primary — then every survivor delivered it too (virtual synchrony). Either way
+only once this replica's own STATUS in its current view is Safe: then every member knows the view
+had a ready member, which the custody rule below relies on.
+
+State custody (docs/replication.md): a replica never drops its state before it installs a newer one.
+One cut off (it missed views) keeps its state, serves nothing, and takes part in the next primary
+view's status round: in total order, every member sees who is ready; the first ready member by rank
+sends the state to the others. If nobody is ready, the holder of the latest state known to have been
+current resumes from it and sends it to the others; if nobody holds it, the view says so and waits.
 
 State transfer: a joiner buffers every ordered delivery from its first view on, tagged (view, pos).
 The donor (the oldest member that was in the previous view) pushes a snapshot cut at the view that
-admitted the joiner; if a view change interrupts it, the joiner asks the oldest member of the new view
-for a snapshot cut at that member's current (view, pos). Either way the joiner applies exactly the
-buffered deliveries after the cut.
+admitted the joiner, streamed a chunk at a time (`state.stream`); a session survives view changes that
+keep both sides. The joiner applies exactly the buffered deliveries after the cut.
 """
 
 from __future__ import annotations
@@ -41,16 +48,16 @@ import msgpack
 from orb import errors as st
 from replication.api import class_info, run_in_context
 from replication.cache import ReplyCache
-from state import codec
+from replication.transfer import ACK, CHUNK, END, HDR, Incoming, Session
+from state import codec, stream
 from state import snapshot as snap
 
 log = logging.getLogger("cohort.replica")
 
-INV, QRY, PUPD, BATCH = 0, 1, 2, 3
-CHUNK, HDR, REQ, NOTREADY, ACK = 10, 11, 12, 13, 14
-#: state-transfer chunks in flight per joiner
-WINDOW = 8
-CHUNK_SIZE = 32 * 1024
+INV, QRY, PUPD, BATCH, STATUS = 0, 1, 2, 3, 4
+REQ = 12
+__all__ = ["Engine", "ViewInfo", "INV", "QRY", "PUPD", "BATCH", "STATUS"]
+__all__ += ["CHUNK", "HDR", "REQ", "ACK", "END"]
 
 Reply = Callable[[int, Any], None]
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -85,16 +92,26 @@ class Engine:
         init_args: tuple = (),
         init_kwargs: dict | None = None,
         schedule: Callable[[Callable[[], None]], None] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+        entropy: Callable[[int], bytes] = os.urandom,
     ) -> None:
         """`schedule(fn)` runs `fn` once the driver has handled the current batch of input (the
         end of an event-loop tick): calls submitted meanwhile leave as one BATCH cast. Without
-        it every call is cast at once."""
+        it every call is cast at once. The core reads no clock and no entropy of its own:
+        `clock` (transfer reports), `wallclock` (`replication.now()` as the ordering replica
+        chose it) and `entropy` (seeds, transfer ids) come from the driver, so a simulator can
+        run it in virtual time."""
         self.info = class_info(cls)
         self.cls = cls
         self.me = me
         self._cast = cast
         self._send = send
         self._schedule = schedule
+        self._clock = clock
+        self._wallclock = wallclock
+        self._entropy = entropy
         self.outbox: list[list] = []
         self.init_args = init_args
         self.init_kwargs = init_kwargs or {}
@@ -116,13 +133,25 @@ class Engine:
         #: passive coordinator: invocations run whose PUPD is not delivered yet (no second run,
         #: and no reply before the PUPD is Safe)
         self.executing: set[tuple] = set()
-        self.outgoing: dict[str, list] = {}  # donor side: joiner -> [xid, chunks, next, acked]
-        self.incoming: Any = None  # joiner side: (xid, donor, vid, pos, applied, Assembler)
-        self.complete: Any = (
-            None  # joiner side: a snapshot whose cut we have not delivered up to yet
-        )
-        self.xfer_log: list[dict] = []  # finished transfers (size, chunks, donor, vid) for reports
-        self._xfer_started = 0.0
+        # State custody (see docs/replication.md): the state is never dropped, only replaced.
+        self.held_vid: tuple | None = None  # last primary view we were ready in
+        self.seen: tuple | None = None  # last primary view known to have had a ready member
+        self.unavailable: str | None = None  # why no member of this view can donate
+        self.statuses: dict[str, tuple] = {}  # this view: member -> (held, seen, applied, ready)
+        self.status_pos: int | None = None  # position of our own STATUS in this view
+        self.gate = False  # our STATUS is Safe in this view: replies may leave
+        self.resolved = False
+        self.elected: str | None = None
+        self.continuous_since = 0  # index in `views` since which we saw every view's deliveries
+        self.served: set[str] = set()  # members this replica sends (or sent) the state in this view
+        self.sessions: dict[int, Session] = {}  # donor side, by transfer id
+        self.serve_pending: list[str] = []  # recipients of the snapshot cut at this tick's end
+        self.incoming: Incoming | None = None  # joiner side
+        #: joiner side: a snapshot whose cut we have not delivered up to yet
+        self.complete: tuple | None = None
+        self.xfer_log: list[dict] = []  # finished transfers (size, donor, vid) for reports
+        self.version = 0  # counts changes of the replicated state, for the digest cache
+        self._digest: tuple[int, str] | None = None
         self.stats = {"executed": 0, "duplicates": 0, "queries": 0, "stale": 0}
 
     # --- client side -----------------------------------------------------------------------------
@@ -143,13 +172,15 @@ class Engine:
             return reply(st.ERROR, st.encode_exception(e, ""))
         if self.excluded or self.view is None or not self.view.primary:
             return reply(st.NO_QUORUM, f"{self.me} is not in a primary view")
+        if self.unavailable is not None and not self.ready:
+            return reply(st.NO_QUORUM, f"{self.me}: {self.unavailable}")
         if m.kind == "local":
             if not self.ready:
                 return reply(st.RETRY, f"{self.me} is still receiving its state")
             self.stats["queries"] += 1
             status, body = self._run(method, payload, 0.0, 0)
             return reply(status, body)
-        now, seed = _now(), int.from_bytes(os.urandom(6), "big")
+        now, seed = self._wallclock(), int.from_bytes(self._entropy(6), "big")
         if m.kind == "query":
             key = (cid, rid, "q")
             self.waiters.setdefault(key, []).append(reply)
@@ -189,17 +220,24 @@ class Engine:
 
     def on_view(self, view: Any) -> None:
         first = self.view is None
-        if not first and self.ready and (view.prev is None or tuple(view.prev) != self.views[-1]):
+        continuous = (
+            not first and view.prev is not None and tuple(view.prev) == tuple(self.view.vid)
+        )
+        if continuous and not self.ready and self.complete is not None:
+            self._install(*self.complete)  # its cut's view has ended: we delivered past the cut
+        if not first and self.ready and not continuous:
             # We were cut off and the group moved on without us (a pause, a partition): our state
-            # is stale. The donor sees us as a newcomer and sends a fresh snapshot.
+            # may be stale. Custody: keep it until a newer one is installed (it may be the only
+            # one left), serve nothing meanwhile; the view's status round finds the current one.
             log.warning(
-                "%s: missed views %s..%s; waiting for a fresh state",
+                "%s: missed views %s..%s; keeping this state (applied %d) until a current one "
+                "is installed",
                 self.me,
                 self.views[-1],
                 tuple(view.vid),
+                self.applied,
             )
             self.ready = False
-            self.obj = None
             self.buffer = []
             for item in self.unsafe:
                 if item[2] is not None:
@@ -207,27 +245,54 @@ class Engine:
             self.unsafe.clear()
             self.unsafe_keys.clear()
         elif not first and view.primary and self.me in view.members:
-            self._release_all()
-        self.prev_members = () if first else tuple(self.view.members)
+            # what the old view delivered is uniform (every survivor delivered it), but replies
+            # wait for this view's status round to be Safe (see _on_status)
+            self.unsafe = deque((-1, *item[1:]) for item in self.unsafe)
+        self.prev_members = () if first or not continuous else tuple(self.view.members)
+        if first or not continuous:
+            self.continuous_since = len(self.views)
         self.view = view
-        self.views.append(tuple(view.vid))
+        vid = tuple(view.vid)
+        self.views.append(vid)
         self.pos = 0
         self.safe = 0
-        self.outgoing.clear()
+        self.gate = False
+        self.status_pos = None
+        self.statuses = {}
+        self.resolved = False
+        self.elected = None
+        self.unavailable = None
+        self.complete = None
+        self.serve_pending = []
+        if self.ready and continuous:  # transfers go on across views, with those still here
+            for xid, session in list(self.sessions.items()):
+                session.resume(view.members)
+                if session.finished:
+                    del self.sessions[xid]
+        else:
+            self.sessions.clear()
+        self.served = {m for session in self.sessions.values() for m in session.recipients}
+        inc = self.incoming
+        if inc is not None and (not continuous or inc.donor not in view.members):
+            self.incoming = None
         if first and tuple(view.last_primary_vid) == (0, ""):
             self.obj = self.cls(*self.init_args, **self.init_kwargs)  # the group is forming
+            self.version += 1
             self.ready = True
             log.info("%s: formed group with %s", self.me, list(view.members))
-        if not self.ready:
-            self.complete = None
-            if not first:  # a push we may not get (or one that died with the old view): ask
-                self._request_state()
-        else:
+        if self.ready:
+            if view.primary:
+                self.held_vid = vid
+                self.seen = vid
             self._donate()
             self._upcall(view)
             if self.info.style == "passive" and view.members[0] == self.me:
                 for msg in list(self.passive_pending.values()):
                     self._passive_execute(msg)
+        if view.primary and self.me in view.members:
+            held = list(self.held_vid) if self.held_vid and self.obj is not None else None
+            seen = list(self.seen) if self.seen else None
+            self._cast(_pack([STATUS, list(vid), held, seen, self.applied, self.ready]))
 
     def on_deliver(self, origin: str, payload: bytes) -> None:
         pos = self.pos
@@ -236,6 +301,11 @@ class Engine:
             msg = _unpack(payload)
         except Exception:
             log.error("%s: undecodable ordered message from %s dropped", self.me, origin)
+            return
+        if msg[0] == STATUS:
+            self._on_status(origin, pos, msg)
+            if not self.ready and self.complete is not None and self.pos >= self.complete[2]:
+                self._install(*self.complete)
             return
         if not self.ready:
             vi = len(self.views) - 1
@@ -254,16 +324,30 @@ class Engine:
 
     def on_safe(self, count: int) -> None:
         self.safe = count
+        if not self.gate:
+            if self.status_pos is None or count <= self.status_pos:
+                return  # our status in this view is not uniform yet: no reply may leave
+            self.gate = True
         unsafe = self.unsafe
         while unsafe and unsafe[0][0] < count:
             self._release(unsafe.popleft())
 
     def on_exit(self, reason: str) -> None:
+        """Excluded or left: serve nothing, but keep the state (custody) for a rejoin."""
         self.excluded = True
         self.ready = False
+        self.buffer = []
         self.fail_waiters(st.NO_QUORUM, f"{self.me} left the group ({reason}); retry elsewhere")
         self.unsafe.clear()
         self.unsafe_keys.clear()
+
+    def reattach(self, cast: Callable[[bytes], None], send: Callable[[str, bytes], None]) -> None:
+        """The replica rejoins the group as a new member: same core, same kept state. Its first
+        view is not continuous with the last, so it asks for the current state (and can donate
+        its own if it turns out to be the latest)."""
+        self._cast, self._send = cast, send
+        self.excluded = False
+        self.outbox = []
 
     def fail_waiters(self, status: int, why: str) -> None:
         """Answer every waiting call with `status` (the client retries elsewhere, same request id)."""
@@ -286,23 +370,30 @@ class Engine:
         except Exception:
             log.error("%s: undecodable point-to-point message from %s dropped", self.me, origin)
             return
-        if kind == CHUNK:
-            self._on_chunk(origin, msg)
-        elif kind == ACK:
-            self._on_ack(origin, msg)
-        elif kind == HDR:
-            self._on_header(origin, msg)
-        elif kind == REQ:
-            if self.ready and tuple(msg[1]) == tuple(self.view.vid):
-                self._start_transfer(origin)
-            else:
-                self._send(origin, _pack([NOTREADY]))
-        elif kind == NOTREADY:
-            self._request_state(after=origin)
+        try:
+            if kind == CHUNK:
+                self._on_chunk(origin, msg)
+            elif kind == ACK:
+                session = self.sessions.get(msg[1])
+                if session is not None:
+                    session.ack(origin, msg[2])
+                    if session.finished:
+                        del self.sessions[msg[1]]
+            elif kind == HDR:
+                self._on_header(origin, msg)
+            elif kind == END:
+                self._on_end(origin, msg)
+            elif kind == REQ:
+                self._on_request(origin, msg)
+        except (TypeError, ValueError, IndexError, KeyError) as e:
+            log.error(
+                "%s: malformed state-transfer message from %s dropped: %r", self.me, origin, e
+            )
 
     # --- ordered execution -----------------------------------------------------------------------
 
     def _apply(self, pos: int, origin: str, msg: list, current: bool) -> None:
+        self.version += 1
         kind = msg[0]
         if kind == INV:
             _, cid, rid, method, payload, done, now, seed = msg
@@ -350,6 +441,7 @@ class Engine:
             self._settle(key, pos, current)
 
     def _run(self, method: str, payload: bytes, now: float, seed: int) -> tuple[int, bytes]:
+        self.version += 1
         try:
             args, kwargs = codec.loads(payload)
             result = run_in_context(now, seed, getattr(self.obj, method), *args, **kwargs)
@@ -375,6 +467,7 @@ class Engine:
         self._cast(_pack([PUPD, self.applied, cid, rid, status, body, update, delta]))
 
     def _apply_update(self, update: bytes, delta: bool) -> None:
+        self.version += 1
         if delta:
             self.obj.set_update(codec.loads(update))
         else:
@@ -385,7 +478,7 @@ class Engine:
     def _settle(self, key: tuple, pos: int, current: bool) -> None:
         replies = self.waiters.pop(key, None)
         entry = self.cache.get(*key)
-        if current and pos >= self.safe:
+        if current and (pos >= self.safe or not self.gate):
             if key not in self.unsafe_keys:
                 self.unsafe_keys.add(key)
                 self.unsafe.append((pos, key, None, 0, b""))
@@ -407,7 +500,7 @@ class Engine:
         self._answer(key, self.waiters.pop(key, None), None)
 
     def _hold(self, pos: int, key, reply: Reply, status: int, body: bytes, current: bool) -> None:
-        if current and pos >= self.safe:
+        if current and (pos >= self.safe or not self.gate):
             self.unsafe.append((pos, key, reply, status, body))
         else:
             reply(status, body)
@@ -421,10 +514,6 @@ class Engine:
         entry = self.cache.get(*key)
         self._answer(key, self.waiters.pop(key, None), entry)
 
-    def _release_all(self) -> None:
-        while self.unsafe:
-            self._release(self.unsafe.popleft())
-
     # --- state -----------------------------------------------------------------------------------
 
     def _state_bytes(self) -> bytes:
@@ -433,21 +522,27 @@ class Engine:
         return codec.dumps(state, root="state", attrs=True)
 
     def _set_state_bytes(self, data: bytes) -> None:
-        state = codec.loads(data)
-        if hasattr(self.obj, "set_state"):
-            self.obj.set_state(state)
-        else:
-            self.obj.__dict__.clear()
-            self.obj.__dict__.update(state)
+        self._set_state_value(self.obj, codec.loads(data))
 
-    def snapshot(self) -> bytes:
-        pending = list(self.passive_pending.values())
-        return _pack([self._state_bytes(), self.cache.dump(), self.applied, pending])
+    @staticmethod
+    def _set_state_value(obj: Any, state: Any) -> None:
+        if hasattr(obj, "set_state"):
+            obj.set_state(state)
+        else:
+            obj.__dict__.clear()
+            obj.__dict__.update(state)
 
     def state_digest(self) -> str:
         """Hash of the replicated state (user state, reply cache, applied count): equal on replicas
-        that applied the same prefix (R1)."""
-        return snap.digest(_pack([self._state_bytes(), self.cache.dump(), self.applied])).hex()
+        that applied the same prefix (R1). Streamed (`state.stream`), so a large state is hashed
+        a record at a time, and remembered until the next ordered message or install."""
+        if self._digest is not None and self._digest[0] == self.version:
+            return self._digest[1]
+        obj = self.obj
+        state = obj.get_state() if hasattr(obj, "get_state") else obj.__dict__
+        digest = stream.digest([state, self.cache.dump(), self.applied])
+        self._digest = (self.version, digest)
+        return digest
 
     def _upcall(self, view: Any) -> None:
         hook = getattr(self.obj, "on_view_change", None)
@@ -457,6 +552,99 @@ class Engine:
             except Exception:
                 log.exception("%s: on_view_change raised", self.me)
 
+    # --- state custody: who holds the current state, and who donates it -------------------------
+
+    def _on_status(self, origin: str, pos: int, msg: list) -> None:
+        """Every member casts STATUS [4, vid, held, seen, applied, ready] when it installs a primary
+        view. In total order, every member resolves the round at the same point: once the last
+        member's status is delivered. `held`: the last primary view the member was ready in (its
+        state reflects that view); `seen`: the last primary view it knows had a ready member."""
+        _, vid, held, seen, applied, ready = msg
+        if self.view is None or tuple(vid) != tuple(self.view.vid):
+            return  # cast for an earlier view: the driver's cast reached the group after it ended
+        if origin not in self.view.members or origin in self.statuses:
+            return
+        if origin == self.me:
+            self.status_pos = pos
+            if self.safe > pos:
+                self.on_safe(self.safe)
+        vid = tuple(vid)
+        self.statuses[origin] = (_vid(held), _vid(seen), applied, bool(ready))
+        for v in (_vid(seen), vid if ready else None):
+            if v is not None and (self.seen is None or v > self.seen):
+                self.seen = v
+        if not self.resolved and all(m in self.statuses for m in self.view.members):
+            self.resolved = True
+            self._resolve()
+
+    def _resolve(self) -> None:
+        """The first ready member (by rank) serves every member that was not ready. When nobody
+        was ready, the group resumes from the state of the last primary view known to have had a
+        ready member: a member that held it there has every update acknowledged in it (a reply
+        leaves only once its replica's status in the view is Safe, i.e. delivered at every
+        member, so every member learns that the view had a ready member). Among its holders the
+        one that applied most donates, ties to the oldest. With no holder, nothing is invented."""
+        members = self.view.members
+        ready = [m for m in members if self.statuses[m][3]]
+        log.info(
+            "%s: status round of view %s: %s",
+            self.me,
+            tuple(self.view.vid),
+            {m: self.statuses[m] for m in members},
+        )
+        if ready:
+            if ready[0] == self.me:
+                self._serve([m for m in members if not self.statuses[m][3]])
+            return
+        latest = max((s[1] for s in self.statuses.values() if s[1] is not None), default=None)
+        holders = [m for m in members if latest is not None and self.statuses[m][0] == latest]
+        if not holders:
+            self.unavailable = (
+                f"no member of view {tuple(self.view.vid)} holds the state of the last primary "
+                f"view that had one ({latest}); start a replica that held it (states are kept, "
+                "not reset)"
+            )
+            log.error("%s: %s", self.me, self.unavailable)
+            return
+        winner = max(holders, key=lambda m: (self.statuses[m][2], -members.index(m)))
+        self.elected = winner
+        self.seen = tuple(self.view.vid)  # every member resolves alike: this view has a holder
+        if winner == self.me:
+            self._promote(latest)
+
+    def _promote(self, held: tuple) -> None:
+        log.warning(
+            "%s: no member of view %s was ready; resuming from the state this replica held in "
+            "view %s (applied %d), the latest any member holds",
+            self.me,
+            tuple(self.view.vid),
+            held,
+            self.applied,
+        )
+        self.ready = True
+        self.held_vid = self.seen = tuple(self.view.vid)
+        last = len(self.views) - 1
+        buffered, self.buffer = self.buffer, []
+        for vi, p, origin, msg in buffered:
+            if vi == last:
+                self._apply(p, origin, msg, current=True)
+            elif msg[0] == QRY and origin == self.me:
+                for r in self.waiters.pop((msg[1], msg[2], "q"), ()):
+                    r(st.RETRY, f"{self.me} was receiving its state")
+        self._upcall(self.view)
+        self._serve([m for m in self.view.members if m != self.me])
+        if self.info.style == "passive" and self.view.members[0] == self.me:
+            for msg in list(self.passive_pending.values()):
+                self._passive_execute(msg)
+
+    def _on_request(self, origin: str, msg: list) -> None:
+        """REQ [12, vid]: a joiner whose transfer failed its checks asks its donor again."""
+        if self.ready and self.view is not None and tuple(msg[1]) == tuple(self.view.vid):
+            self.served.discard(origin)
+            for session in self.sessions.values():
+                session.recipients.pop(origin, None)
+            self._serve([origin])
+
     # --- state transfer: donor side --------------------------------------------------------------
 
     def _donate(self) -> None:
@@ -465,121 +653,128 @@ class Engine:
             return
         donor = next((m for m in self.view.members if m in self.prev_members), None)
         if donor == self.me:
-            for j in newcomers:
-                self._start_transfer(j)
+            self._serve(newcomers)
 
-    def _start_transfer(self, joiner: str) -> None:
-        data = self.snapshot()
-        chunks = snap.split(data, CHUNK_SIZE)
-        xid = int.from_bytes(os.urandom(4), "big")
-        vid = list(self.view.vid)
-        hdr = [HDR, xid, vid, self.pos, self.applied, len(chunks), len(data), snap.digest(data)]
-        self._send(joiner, _pack(hdr))
-        self.outgoing[joiner] = [xid, chunks, 0, 0]
-        log.info(
-            "%s: sending state to %s: %d bytes in %d chunks, cut at view %s pos %d",
-            self.me,
-            joiner,
-            len(data),
-            len(chunks),
-            tuple(vid),
-            self.pos,
-        )
-        self._pump(joiner)
-
-    def _pump(self, joiner: str) -> None:
-        xfer = self.outgoing.get(joiner)
-        if xfer is None:
+    def _serve(self, members: list[str]) -> None:
+        """Send the state to `members` (once per view each): the members of one event-loop
+        tick share one snapshot."""
+        members = [m for m in members if m not in self.served and m != self.me]
+        if not members:
             return
-        xid, chunks, nxt, acked = xfer
-        while nxt < len(chunks) and nxt < acked + WINDOW:
-            self._send(joiner, _pack([CHUNK, xid, nxt, chunks[nxt]]))
-            nxt += 1
-        xfer[2] = nxt
-        if acked >= len(chunks):
-            del self.outgoing[joiner]
+        self.served.update(members)
+        first = not self.serve_pending
+        self.serve_pending.extend(members)
+        if self._schedule is None:
+            self._start_session()
+        elif first:
+            self._schedule(self._start_session)
 
-    def _on_ack(self, origin: str, msg: list) -> None:
-        xfer = self.outgoing.get(origin)
-        if xfer is not None and xfer[0] == msg[1]:
-            xfer[3] = max(xfer[3], msg[2] + 1)
-            self._pump(origin)
+    def _start_session(self) -> None:
+        members, self.serve_pending = self.serve_pending, []
+        view = self.view
+        members = [m for m in members if view is not None and m in view.members]
+        if not members or not self.ready:
+            return
+        pending = list(self.passive_pending.values())
+        obj = self.obj
+        state = obj.get_state() if hasattr(obj, "get_state") else obj.__dict__
+        frozen = stream.freeze([state, self.cache.dump(), self.applied, pending])
+        xid = int.from_bytes(self._entropy(4), "big")
+        session = Session(xid, tuple(view.vid), self.pos, frozen, self._send_msg)
+        self.sessions[xid] = session
+        log.info(
+            "%s: sending state to %s, cut at view %s pos %d (applied %d)",
+            self.me,
+            members,
+            tuple(view.vid),
+            self.pos,
+            self.applied,
+        )
+        for m in members:
+            session.add(m)
+
+    def _send_msg(self, member: str, msg: list) -> None:
+        self._send(member, _pack(msg))
 
     # --- state transfer: joiner side -------------------------------------------------------------
 
-    def _request_state(self, after: str | None = None) -> None:
-        """Ask the oldest member (or the next one after a member that could not serve)."""
-        self.incoming = None
-        members = [m for m in self.view.members if m != self.me]
-        if after in members:
-            members = members[members.index(after) + 1 :]
-        if members and self.me in self.view.members:
-            self._send(members[0], _pack([REQ, list(self.view.vid)]))
-
     def _on_header(self, origin: str, msg: list) -> None:
-        if self.ready:
+        if self.ready or self.view is None:
             return
-        _, xid, vid, pos, applied, chunks, size, digest = msg
-        self.incoming = (
-            xid,
-            origin,
-            tuple(vid),
-            pos,
-            applied,
-            snap.Assembler(chunks, size, digest),
-        )
-        self._xfer_started = time.monotonic()  # for the transfer report only
+        _, xid, vid, pos = msg[:4]
+        if self.incoming is not None and self.incoming.xid == xid:
+            return  # the donor resumed this transfer after a view change
+        if tuple(vid) not in self.views[self.continuous_since :]:
+            return  # cut in a view whose deliveries we may not all have
+        self.incoming = Incoming(xid, origin, tuple(vid), pos, self._clock())
 
     def _on_chunk(self, origin: str, msg: list) -> None:
         inc = self.incoming
-        if inc is None or inc[0] != msg[1] or self.ready:
+        if inc is None or inc.xid != msg[1] or self.ready:
             return
-        xid, donor, vid, pos, applied, asm = inc
         try:
-            complete = asm.add(msg[2], msg[3])
+            inc.reader.add(msg[2], msg[3])
         except snap.SnapshotError as e:
-            log.error("%s: bad state chunk from %s: %s; asking again", self.me, donor, e)
-            return self._request_state()
-        self._send(donor, _pack([ACK, xid, msg[2]]))
-        if asm.received % 64 == 0 and not complete:  # large states: a line every 2 MiB
+            log.error("%s: bad state chunk from %s: %s; asking again", self.me, inc.donor, e)
+            return self._restart_transfer()
+        self._send(inc.donor, _pack([ACK, inc.xid, msg[2]]))
+        if inc.reader.received % 64 == 0:  # large states: a line every 2 MiB
             log.info(
-                "%s: state transfer from %s: %d of %d bytes (%.0f%%)",
+                "%s: state transfer from %s: %d bytes so far",
                 self.me,
-                donor,
-                asm.bytes_received,
-                asm.total_size,
-                100 * asm.progress(),
+                inc.donor,
+                inc.reader.bytes_received,
             )
-        if not complete:
+
+    def _on_end(self, origin: str, msg: list) -> None:
+        inc = self.incoming
+        if inc is None or inc.xid != msg[1] or self.ready:
             return
+        _, _xid, chunks, size, digest = msg
+        try:
+            value = inc.reader.finish(chunks, size, digest)
+        except snap.SnapshotError as e:
+            log.error("%s: bad state from %s: %s; asking again", self.me, inc.donor, e)
+            return self._restart_transfer()
         self.incoming = None
-        if vid != tuple(self.view.vid):
-            return self._request_state()
-        if self.pos < pos:
+        self._send(inc.donor, _pack([ACK, inc.xid, chunks]))  # the END arrived
+        if inc.vid == tuple(self.view.vid) and self.pos < inc.pos:
             # Install only once we delivered up to the cut ourselves: then our order of those
             # messages is the donor's (both followed the sequencer), even if the donor crashes.
-            self.complete = (donor, vid, pos, asm.result())
+            self.complete = (inc.donor, inc.vid, inc.pos, value, size, inc.started)
         else:
-            self._install(donor, vid, pos, asm.result())
+            self._install(inc.donor, inc.vid, inc.pos, value, size, inc.started)
 
-    def _install(self, donor: str, vid: tuple, pos: int, data: bytes) -> None:
-        user, cache, applied, pending = _unpack(data)
-        self.obj = self.cls(*self.init_args, **self.init_kwargs)
-        self._set_state_bytes(user)
+    def _restart_transfer(self) -> None:
+        inc, self.incoming = self.incoming, None
+        if inc is not None:
+            self._send(inc.donor, _pack([REQ, list(self.view.vid)]))
+
+    def _install(
+        self, donor: str, vid: tuple, pos: int, value: list, size: int, started: float
+    ) -> None:
+        user, cache, applied, pending = value
+        obj = self.cls(*self.init_args, **self.init_kwargs)
+        self._set_state_value(obj, user)
+        self.obj = obj  # the custodial state, if any, is replaced only now
+        self.version += 1
         self.cache = ReplyCache.load(cache)
         self.applied = applied
         self.passive_pending = OrderedDict(((m[1], m[2]), m) for m in pending)
         self.incoming = self.complete = None
         self.ready = True
-        seconds = time.monotonic() - self._xfer_started
+        self.held_vid = self.seen = tuple(self.view.vid)
+        self.unavailable = None
+        seconds = self._clock() - started
         self.xfer_log.append(
-            {"donor": donor, "bytes": len(data), "vid": list(vid), "pos": pos, "seconds": seconds}
+            {"donor": donor, "bytes": size, "vid": list(vid), "pos": pos, "seconds": seconds}
         )
         log.info(
-            "%s: state received from %s (%d bytes), cut at view %s pos %d",
+            "%s: state received from %s (%d bytes in %.2f s), cut at view %s pos %d",
             self.me,
             donor,
-            len(data),
+            size,
+            seconds,
             vid,
             pos,
         )
@@ -610,5 +805,5 @@ class Engine:
                 self._passive_execute(msg)
 
 
-def _now() -> float:
-    return time.time()
+def _vid(v: Any) -> tuple | None:
+    return tuple(v) if v else None

@@ -1,9 +1,12 @@
-"""A running replica: one asyncio loop (in its own thread) driving the group, the core and the server.
+"""A running replica: an asyncio loop for the group and the server, and a thread for the core.
 
-Why one loop: deliveries, Safe reports and client calls all meet in the `Engine`; with the group
-stack, the Pyro5-protocol server and the core on one loop there are no locks and no thread hand-offs
-on the call path (design.md §7). User methods run on that loop, in delivery order; a method that
-blocks for long delays heartbeats, so keep replicated methods short.
+Why two threads: the loop runs the group stack (heartbeats, failure detection, retransmission)
+and the Pyro5-protocol server; the `Engine` (ordered execution, user methods, snapshots, state
+installs) runs on its own `CoreThread`, fed in order. A slow method or a large snapshot then
+delays only the calls behind it, never the heartbeats: a busy replica stays a member. A core
+busy for longer than `busy_limit` (default 5 s) counts as hung: the replica leaves the group and
+rejoins once it is free (keeping its state). The cost is a thread hand-off each way on the call
+path, batched under load.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -20,6 +24,7 @@ from orb import errors as st
 from orb.refs import GroupRef, object_id, register, unregister
 from orb.wire import WireServer, parse_addr
 from replication.api import class_info
+from replication.core_thread import CoreThread
 from replication.engine import Engine
 from stack import aio
 from stack.events import Block, Deliver, DeliverSend, Exit, Safe
@@ -27,6 +32,10 @@ from stack.events import View as ViewEv
 from state import codec
 
 log = logging.getLogger("cohort.replica")
+#: seconds; see `Replica.start`
+SWITCH_INTERVAL = 0.001
+#: the core thread's priority below the loop's (`replication.core_thread`)
+CORE_NICE = 10
 
 
 class Replica:
@@ -56,6 +65,7 @@ class Replica:
         ssl_context: Any = None,
         rejoin: bool = True,
         transport: str = "udp",
+        busy_limit: float = 5.0,
     ) -> None:
         class_info(cls)  # fail now, not in the loop thread
         parse_addr(listen)
@@ -76,6 +86,12 @@ class Replica:
         self.ssl_context = ssl_context
         self.rejoin = rejoin
         self.transport = transport
+        if busy_limit <= 0:
+            raise ValueError(f"busy_limit must be positive seconds, got {busy_limit!r}")
+        self.busy_limit = busy_limit
+        self.core: CoreThread | None = None
+        self.hung = 0  # times the core was busy beyond busy_limit
+        self.loop_lag_max = 0.0  # seconds: the longest the loop was late for a timer
         self.engine: Engine | None = None
         self.group: aio.Group | None = None
         self.view_history: list[tuple] = []
@@ -92,6 +108,11 @@ class Replica:
 
     def start(self, timeout: float | None = None) -> Replica:
         """Join the group, receive the state, start serving; return when calls can be answered."""
+        # With the core busy in Python code, the loop thread waits for the GIL at each of its
+        # system calls; CPython's default 5 ms switch interval makes that a convoy (a 32 KiB
+        # state chunk is ~20 sendto calls) that delayed heartbeats past the failure detector's
+        # timeout. 1 ms keeps the loop responsive at a small cost in switching.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self._thread = threading.Thread(
             target=self._run, name=f"replica-{self.listen}", daemon=True
         )
@@ -166,6 +187,8 @@ class Replica:
             t.cancel()
         loop.run_until_complete(asyncio.sleep(0))
         loop.close()
+        if self.core is not None:
+            self.core.stop()
 
     async def _boot(self) -> None:
         host, port = parse_addr(self.listen)
@@ -175,8 +198,10 @@ class Replica:
         # watchers (fast crash detection) and, on the TCP transport, group peers connect here too
         self._server.raw_handlers.update(aio.tcp_handlers(self.listen))
         await self._server.start(host, port, ssl=self.ssl_context)
+        self.core = CoreThread(f"replica-core-{self.listen}", nice=CORE_NICE)
         await self._join()
         self._spawn(self._watch_quorum())
+        self._spawn(self._watch_core())
 
     async def _join(self) -> None:
         self.group = await aio.join(
@@ -190,27 +215,39 @@ class Replica:
             transport=self.transport,
         )
         group = self.group
+        loop = asyncio.get_running_loop()
 
-        def cast(payload: bytes) -> None:
-            group.ep.cast(payload)
-            group._pump()
+        def cast_here(payload: bytes) -> None:
+            if group.ep.alive:
+                group.ep.cast(payload)
+                group._pump()
 
-        def send(member: str, payload: bytes) -> None:
+        def send_here(member: str, payload: bytes) -> None:
             try:
                 group.send(member, payload)
             except ValueError:
                 pass  # the member left the view: the transfer restarts in the next one
 
-        loop = asyncio.get_running_loop()
-        self.engine = Engine(
-            self.cls,
-            self.listen,
-            cast,
-            send,
-            self.args,
-            self.kwargs or {},
-            schedule=loop.call_soon,  # calls of one loop tick leave as one cast
-        )
+        def cast(payload: bytes) -> None:  # called on the core thread
+            loop.call_soon_threadsafe(cast_here, payload)
+
+        def send(member: str, payload: bytes) -> None:
+            loop.call_soon_threadsafe(send_here, member, payload)
+
+        core = self.core
+        assert core is not None
+        if self.engine is None:
+            self.engine = Engine(
+                self.cls,
+                self.listen,
+                cast,
+                send,
+                self.args,
+                self.kwargs or {},
+                schedule=core.schedule,  # calls of one batch leave as one cast
+            )
+        else:  # a rejoin: same core, same kept state (custody)
+            core.post(self.engine.reattach, cast, send)
         self._spawn(self._pump(group, self.engine))
 
     def _spawn(self, coro) -> None:
@@ -218,32 +255,40 @@ class Replica:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _note_ready(self) -> None:  # core thread, after each input that may make us ready
+        if self.engine is not None and self.engine.ready and not self._ready.is_set():
+            self._ready.set()
+
     async def _pump(self, group: aio.Group, engine: Engine) -> None:
         """Feed the group's events to the core, in order."""
         loop = asyncio.get_running_loop()
+        post = self.core.post
         async for ev in group:
             cls = type(ev)
             if cls is Deliver:
-                engine.on_deliver(ev.origin, ev.payload)
+                post(engine.on_deliver, ev.origin, ev.payload)
             elif cls is Safe:
-                engine.on_safe(ev.count)
+                post(engine.on_safe, ev.count)
             elif cls is DeliverSend:
-                engine.on_send(ev.origin, ev.payload)
+                post(engine.on_send, ev.origin, ev.payload)
+                post(self._note_ready)
             elif cls is ViewEv:
                 self._blocked_since = None
-                engine.on_view(ev.view)
+                post(engine.on_view, ev.view)
+                post(self._note_ready)
                 self.view_history.append((tuple(ev.view.vid), tuple(ev.view.members)))
                 log.info("%s: view %s", self.listen, ev.view)
             elif cls is Block:
                 self._blocked_since = loop.time()
             elif cls is Exit:
-                engine.on_exit(ev.reason)
+                post(engine.on_exit, ev.reason)
                 log.warning("%s: left the group: %s", self.listen, ev.reason)
-            if engine.ready and not self._ready.is_set():
-                self._ready.set()
+            if cls is Deliver and not self._ready.is_set():
+                post(self._note_ready)
         if not self._stopping and self.rejoin:
-            log.warning("%s: rejoining the group as a new member", self.listen)
             group.close()
+            await asyncio.wrap_future(self.core.call(lambda: None))  # the core is free again
+            log.warning("%s: rejoining the group as a new member", self.listen)
             await asyncio.sleep(0.2)
             try:
                 await self._join()
@@ -257,7 +302,34 @@ class Replica:
             await asyncio.sleep(self.quorum_timeout / 4)
             since = self._blocked_since
             if since is not None and loop.time() - since > self.quorum_timeout and self.engine:
-                self.engine.fail_waiters(st.NO_QUORUM, f"{self.listen} is cut off from a majority")
+                why = f"{self.listen} is cut off from a majority"
+                self.core.post(self.engine.fail_waiters, st.NO_QUORUM, why)
+
+    async def _watch_core(self) -> None:
+        """A core busy beyond `busy_limit` is hung: leave the group (the others go on without
+        us); once the core is free again, the pump rejoins with the state kept."""
+        loop = asyncio.get_running_loop()
+        period = min(0.25, self.busy_limit / 4)
+        while True:
+            before = loop.time()
+            await asyncio.sleep(period)
+            lag = loop.time() - before - period
+            if lag > self.loop_lag_max:
+                self.loop_lag_max = lag
+                if lag > 0.2:
+                    log.warning("%s: the event loop ran %.0f ms late", self.listen, lag * 1000)
+            busy = self.core.busy_for()
+            if busy > self.busy_limit and self.group is not None and self.group.ep.alive:
+                self.hung += 1
+                log.error(
+                    "%s: the replica core has been busy for %.1f s (busy_limit %.1f s): leaving "
+                    "the group as hung; it rejoins when the core is free",
+                    self.listen,
+                    busy,
+                    self.busy_limit,
+                )
+                self.group.close()
+                self.group._events.put_nowait(Exit(f"core busy {busy:.1f} s"))
 
     async def _shutdown(self, graceful: bool) -> None:
         if self.group is not None:
@@ -289,7 +361,14 @@ class Replica:
         if since is not None and time.monotonic() - since > self.quorum_timeout:
             reply(st.NO_QUORUM, f"{self.listen} is cut off from a majority")
         else:
-            engine.submit(cid, rid, method, payload, done, bool(local), reply)
+            loop = asyncio.get_running_loop()
+
+            def reply_from_core(status: int, body: Any) -> None:
+                loop.call_soon_threadsafe(reply, status, body)
+
+            self.core.post(
+                engine.submit, cid, rid, method, payload, done, bool(local), reply_from_core
+            )
         status, body = await fut
         view = engine.view
         known = (
@@ -334,8 +413,17 @@ class Replica:
         }
 
     async def _status(self) -> dict:
+        """Read on the loop (plain attribute reads), so a busy core does not delay it; the state
+        digest is computed on the core thread, or reported as None if the core is busy."""
         e = self.engine
         view = e.view if e else None
+        digest, entries = None, None
+        if e is not None and self.core is not None:
+            try:
+                fut = self.core.call(lambda: (e.state_digest() if e.ready else None, len(e.cache)))
+                digest, entries = await asyncio.wait_for(asyncio.wrap_future(fut), 2.0)
+            except asyncio.TimeoutError:
+                pass
         return {
             "addr": self.listen,
             "group": self.group_name,
@@ -347,9 +435,15 @@ class Replica:
             "members": list(view.members) if view else [],
             "primary": bool(view and view.primary),
             "ready": bool(e and e.ready),
+            "custody": bool(e and not e.ready and e.obj is not None),
+            "unavailable": e.unavailable if e else None,
+            "held_vid": list(e.held_vid) if e and e.held_vid else None,
+            "core_busy_s": round(self.core.busy_for(), 3) if self.core else 0.0,
+            "core_hung": self.hung,
+            "loop_lag_max_s": round(self.loop_lag_max, 3),
             "applied": e.applied if e else 0,
-            "digest": e.state_digest() if e and e.ready else None,
-            "cache_entries": len(e.cache) if e else 0,
+            "digest": digest,
+            "cache_entries": entries,
             "stats": dict(e.stats) if e else {},
             "transfers": list(e.xfer_log) if e else [],
             "views": [[list(v), list(m)] for v, m in self.view_history],

@@ -35,10 +35,11 @@ from msgpack import ExtType, Packer
 
 __all__ = ["SerializationError", "DecodeError", "dumps", "loads"]
 __all__ += ["register", "register_dataclass", "serializable", "unregister"]
+__all__ += ["Encoded", "packer", "unpacker"]
 
 T = TypeVar("T")
 TUPLE, SET, FROZENSET, DATETIME, DATE, TIMEDELTA = range(64, 70)  # built-in ext codes
-DECIMAL, UUID, COMPLEX, BIGINT, DATACLASS = range(70, 75)
+DECIMAL, UUID, COMPLEX, BIGINT, DATACLASS, ENCODED = range(70, 76)
 _HINT = "declare a codec with state.register(...) or convert it to a msgpack type (None, bool, "
 _HINT += "int, float, str, bytes, list, dict, tuple, set, datetime, dataclass)"
 
@@ -163,6 +164,29 @@ _BUILTINS: list[tuple[type, int, Callable[[Any], bytes], Callable[[bytes], Any]]
 for _type, _code, _enc, _dec in _BUILTINS:
     _ENCODE[_type], _DECODE[_code], _OWNER[_code] = _ext_builder(_code, _enc), _dec, _type.__name__
 _DECODE[DATACLASS], _OWNER[DATACLASS] = _dec_dataclass, "registered dataclasses"
+
+
+class Encoded(bytes):
+    """Bytes that already are `dumps(value)`: packed as an ext that decodes back to `value`.
+
+    Why: a streamed snapshot (`state.stream`) encodes the values it cannot share safely with the
+    live state (mutable objects of user types) at the cut, then carries the bytes; the reader
+    gets the value, not the bytes."""
+
+
+_ENCODE[Encoded] = _ext_builder(ENCODED, bytes)
+_DECODE[ENCODED], _OWNER[ENCODED] = lambda d: _unpack(d), "encoded values"
+
+
+def packer() -> Packer:
+    """A Packer with this codec's types (for streams of many values, `state.stream`)."""
+    return _packer()
+
+
+def unpacker(**limits: Any) -> msgpack.Unpacker:
+    """A streaming Unpacker with this codec's types; `limits` are msgpack's max_* options."""
+    return msgpack.Unpacker(ext_hook=_ext_hook, strict_map_key=False, **limits)
+
 
 _NATIVE = frozenset({type(None), bool, int, float, str, bytes, bytearray, memoryview, list, dict})
 # Types with no nested values that always encode (int: BIGINT covers any size).

@@ -23,8 +23,9 @@ KIND = {
     eng.CHUNK: "CHUNK",
     eng.HDR: "HDR",
     eng.REQ: "REQ",
-    eng.NOTREADY: "NOTREADY",
+    eng.STATUS: "STATUS",
     eng.ACK: "ACK",
+    eng.END: "END",
 }
 
 
@@ -43,14 +44,19 @@ class Group:
         self.next: dict[str, int] = {}  # per member: index of its next delivery
         self.sends: deque[tuple[str, str, bytes]] = deque()  # (src, dst, payload), FIFO
         self.sent: list[tuple[str, str, str]] = []  # every send of the test: (src, dst, kind)
-        self.casts: list[tuple[str, str]] = []  # every cast of the test: (origin, kind)
+        #: every cast of the test but the status rounds of view installs: (origin, kind)
+        self.casts: list[tuple[str, str]] = []
         self.ltime = 0
         self.last_primary_vid: tuple = (0, "")
+        #: positions of this view's status round: `deliver(upto=k)` and `safe(count=k)` count
+        #: the test's own casts after it
+        self.base = 0
 
     def add(self, name: str, cls: type, *args: Any) -> Engine:
         def cast(payload: bytes) -> None:
             self.order.append((name, payload))
-            self.casts.append((name, _kind(payload)))
+            if _kind(payload) != "STATUS":
+                self.casts.append((name, _kind(payload)))
 
         def send(dst: str, payload: bytes) -> None:
             self.sends.append((name, dst, payload))
@@ -67,9 +73,13 @@ class Group:
         assert self.view is not None
         return self.view.members
 
-    def install(self, members: tuple[str, ...] | str, *, primary: bool = True) -> View:
+    def install(
+        self, members: tuple[str, ...] | str, *, primary: bool = True, statuses: bool = True
+    ) -> View:
         """A new view: undelivered casts and queued sends of the old one are gone. `prev` is the
-        view the continuing members come from (a joiner's first view ignores it)."""
+        view the continuing members come from (a joiner's first view ignores it). With
+        `statuses`, the view's status round (the members' STATUS casts, the first `n` positions)
+        is delivered and Safe everywhere, so a test's own casts start at position `n`."""
         self.ltime += 1
         vid = (self.ltime, members[0])
         view = View(
@@ -81,6 +91,7 @@ class Group:
             prev=self.view.vid if self.view is not None else None,
         )
         self.view = view
+        self.base = 0
         self.order = []
         self.sends.clear()
         self.next = {m: 0 for m in view.members}
@@ -88,7 +99,21 @@ class Group:
             self.engines[m].on_view(view)
         if primary:
             self.last_primary_vid = vid
+            if statuses:
+                self.deliver_statuses()
         return view
+
+    def deliver_statuses(self) -> None:
+        """Deliver the leading STATUS casts of this view to every member, and Safe up to them."""
+        n = 0
+        while n < len(self.order) and _kind(self.order[n][1]) == "STATUS":
+            n += 1
+        self.base = 0
+        self.deliver(upto=n)
+        self.base = n
+        for m in self.members():
+            if self.next[m] >= n:
+                self.engines[m].on_safe(n)
 
     def form(self, cls: type, names: str = "abc", *args: Any) -> Group:
         for n in names:
@@ -100,6 +125,8 @@ class Group:
         """Deliver the total order (up to index `upto`, or all of it, including casts made while
         delivering) to `names` (default: every member), one member after the other."""
         targets = names or self.members()
+        if upto is not None:
+            upto += self.base
         progress = True
         while progress:
             progress = False
@@ -115,7 +142,7 @@ class Group:
     def safe(self, *names: str, count: int | None = None) -> None:
         """Safe(count) at `names` (default: everyone; count defaults to what each delivered)."""
         for n in names or self.members():
-            self.engines[n].on_safe(self.next[n] if count is None else count)
+            self.engines[n].on_safe(self.next[n] if count is None else count + self.base)
 
     def settle(self) -> None:
         self.deliver()

@@ -15,6 +15,7 @@ from enginekit import (
 
 from orb import errors as st
 from replication import engine as eng
+from replication.transfer import CHUNK_SIZE, WINDOW
 from samples.counter import Counter
 from stack.view import View
 
@@ -29,7 +30,12 @@ def test_joiner_receives_the_snapshot_and_buffers_deliveries_meanwhile() -> None
     v2 = admit(g, "d", Tracked)
     d = g["d"]
     assert not d.ready and d.obj is None
-    assert [(s, t, k) for s, t, k in g.sent] == [("a", "d", "HDR"), ("a", "d", "CHUNK")]
+    # a pushes the snapshot at once; d also asks the oldest member, which knows it is served
+    assert [(s, t, k) for s, t, k in g.sent] == [
+        ("a", "d", "HDR"),
+        ("a", "d", "CHUNK"),
+        ("a", "d", "END"),
+    ]
     # updates go on while the snapshot travels; d buffers them
     r = submit(g["b"], "add", 100, rid=6, done=5)
     submit(g["d"], "add", 1000, rid=1, cid=b"joiner-client")  # a client of the joiner
@@ -51,7 +57,8 @@ def test_joiner_receives_the_snapshot_and_buffers_deliveries_meanwhile() -> None
     retry = submit(d, "add", 100, rid=6, done=5)
     assert retry.value == 115 and len(g.casts) == casts
     assert submit(d, "add", 5, rid=5, done=4).status == st.STALE  # pruned by rid 6's watermark
-    assert not g["a"].outgoing  # the donor forgot the finished transfer
+    assert not g["a"].sessions  # the donor forgot the finished transfer
+    assert sum(k == "HDR" for _, _, k in g.sent) == 1  # the status round did not start another
 
 
 def test_joiner_waits_for_the_donor_push_and_only_the_oldest_member_donates() -> None:
@@ -59,9 +66,27 @@ def test_joiner_waits_for_the_donor_push_and_only_the_oldest_member_donates() ->
     admit(g, "d", Counter)
     senders = {s for s, _, k in g.sent if k in ("HDR", "CHUNK")}
     assert senders == {"a"}
-    assert not any(k == "REQ" for _, _, k in g.sent)  # first view of a joiner: no request
     g.pump()
     assert g["d"].ready and len(g.digests()) == 1
+    assert sum(k == "HDR" for _, _, k in g.sent) == 1  # d's request did not start another
+
+
+def test_two_joiners_at_once_share_one_snapshot() -> None:
+    g = Group().form(Blob)
+    submit(g["a"], "fill", "k", 40, 5000, rid=1)  # ~200 kB: several chunks
+    g.settle()
+    for n in "de":
+        g.add(n, Blob)
+    g.install(("a", "b", "c", "d", "e"))
+    a = g["a"]
+    assert len(a.sessions) == 1
+    (session,) = a.sessions.values()
+    assert set(session.recipients) == {"d", "e"}
+    while g.pump():
+        pass
+    assert g["d"].ready and g["e"].ready and len(g.digests()) == 1
+    assert not a.sessions
+    assert {x["donor"] for n in "de" for x in g[n].xfer_log} == {"a"}
 
 
 def test_joiner_client_waiter_before_the_cut_is_answered_after_install() -> None:
@@ -89,22 +114,23 @@ def test_state_with_get_state_set_state_transfers() -> None:
     assert len(g.digests()) == 1
 
 
-def test_interrupted_transfer_is_requested_again_and_completes() -> None:
+def test_a_transfer_interrupted_by_a_view_change_resumes_where_it_was() -> None:
     g = Group().form(Blob)
     submit(g["a"], "fill", "k", 40, 5000, rid=1)  # ~200 kB: several chunks
     g.settle()
-    admit(g, "d", Blob)
+    v2 = admit(g, "d", Blob)
     assert sum(k == "CHUNK" for _, _, k in g.sent) > 2
-    g.pump(limit=3)  # HDR and two chunks arrive, then the view changes
+    g.pump(limit=3)  # HDR and two chunks arrive, then the view changes (same members)
     d = g["d"]
     assert d.incoming is not None and not d.ready
-    v3 = g.install(g.members())  # drops the rest of the transfer
-    assert ("d", "a", "REQ") in g.sent  # asks the oldest member of the new view
-    assert d.incoming is None
+    received = d.incoming.reader.received
+    g.install(g.members())  # what was in flight is gone; the session resumes from the acks
+    assert d.incoming is not None and d.incoming.reader.received == received
     g.pump()
     assert d.ready
     assert len(g.digests()) == 1
-    assert len(d.xfer_log) == 1 and tuple(d.xfer_log[0]["vid"]) == v3.vid
+    assert len(d.xfer_log) == 1 and tuple(d.xfer_log[0]["vid"]) == v2.vid  # the first cut
+    assert sum(k == "HDR" for s, _, k in g.sent if s == "a") == 2  # resent, not rebuilt
 
 
 def test_transfer_restarts_from_another_member_when_the_donor_crashes() -> None:
@@ -113,54 +139,77 @@ def test_transfer_restarts_from_another_member_when_the_donor_crashes() -> None:
     g.settle()
     admit(g, "d", Counter)
     g.install(("b", "c", "d"))  # donor a crashed before any chunk arrived
-    assert ("d", "b", "REQ") in g.sent
+    assert ("b", "d", "HDR") in g.sent  # b is the first ready member of the status round
     g.pump()
     d = g["d"]
     assert d.ready and d.xfer_log[0]["donor"] == "b"
     assert d.obj.value == 2 and len(g.digests()) == 1
 
 
-def test_request_in_a_view_not_reached_yet_gets_notready_and_the_joiner_asks_the_next() -> None:
+def test_a_lost_push_resumes_in_the_next_view_and_a_non_ready_first_rank_serves_nothing():
     g = Group().form(Counter)
+    submit(g["a"], "add", 2, rid=1)
+    g.settle()
     admit(g, "d", Counter)
-    g.install(g.members())
-    g.sends.clear()  # forget d's REQ to a; replay one with a wrong view id
-    a, d = g["a"], g["d"]
-    a.on_send("d", msgpack.packb([eng.REQ, [99, "zz"]]))
-    assert g.sent[-1] == ("a", "d", "NOTREADY")
-    g.pump()  # NOTREADY reaches d, which asks b
-    assert ("d", "b", "REQ") in g.sent
+    g.sends.clear()  # d's push is lost
+    g.install(("d", "b", "a", "c"))  # d happens to rank first
+    assert not any(s == "d" for s, _, k in g.sent if k == "HDR")
+    assert sum(k == "HDR" for s, _, k in g.sent if s == "a") == 2  # a resumed its session
     g.pump()
-    assert d.ready and len(g.digests()) == 1
-    assert d.xfer_log[0]["donor"] == "b"
+    assert g["d"].ready and g["d"].xfer_log[0]["donor"] == "a" and len(g.digests()) == 1
+
+
+def test_a_bad_snapshot_is_asked_for_again_and_the_custodial_state_is_untouched() -> None:
+    g = Group().form(Counter)
+    submit(g["a"], "add", 3, rid=1)
+    g.settle()
+    admit(g, "d", Counter)
+    d = g["d"]
+    src, dst, payload = g.sends[-1]  # the END: corrupt its digest
+    end = msgpack.unpackb(payload)
+    end[4] = b"\0" * 16
+    g.sends[-1] = (src, dst, msgpack.packb(end))
+    g.pump()
+    assert ("d", "a", "REQ") in g.sent  # asked again, to the same donor
+    assert d.ready and d.obj.value == 3 and len(g.digests()) == 1
+
+
+def test_a_resumed_session_and_a_new_one_both_complete() -> None:
+    g = Group().form(Counter)
+    submit(g["a"], "add", 2, rid=1)
+    g.settle()
+    admit(g, "d", Counter)
+    g.sends.clear()  # d's push is lost: d is not ready in the next view either
+    admit(g, "e", Counter)
+    assert ("a", "d", "HDR") in g.sent and ("a", "e", "HDR") in g.sent
+    assert len(g["a"].sessions) == 2  # d's, resumed, and e's
+    while g.pump():
+        pass
+    assert g["d"].ready and g["e"].ready and len(g.digests()) == 1
 
 
 def test_snapshot_cut_ahead_of_the_joiner_waits_for_its_deliveries() -> None:
-    """Re-requested transfer: the donor already delivered two casts of the new view when the
-    request reaches it, so the cut is at pos 2. The joiner installs the snapshot only once it
-    delivered up to the cut, then applies just what follows; its own query before the cut gets
-    RETRY (nobody answers it)."""
+    """The donor cuts when it resolves the status round (after the 3 statuses); the joiner
+    installs the snapshot only once it delivered up to the cut, then applies just what
+    follows."""
     g = Group().form(Counter)
     submit(g["b"], "add", 1, rid=1)
     g.settle()
     admit(g, "d", Counter)
-    g.install(g.members())  # interrupted before anything arrived: d asks a
+    g.sends.clear()  # the push is lost, and a crashes
+    g.install(("b", "c", "d"), statuses=False)
     d = g["d"]
-    submit(g["b"], "add", 10, rid=2, done=1)
-    q = submit(d, "get", rid=1, cid=b"dq")
-    g.deliver("a", "b", "c")  # a is at pos 2 when the request arrives
-    g.pump("a")  # the REQ: cut at pos 2
-    g.pump("d")  # HDR and chunks: complete, but d delivered nothing yet
-    assert not d.ready and d.complete is not None
-    submit(g["c"], "add", 100, rid=3, done=2)
-    g.deliver("d", upto=1)
+    submit(g["b"], "add", 10, rid=2, done=1)  # position 3, after the statuses
+    g.deliver("b", "c")  # b resolves the round at position 3 and cuts there
+    g.pump("d")  # HDR, chunks, END: complete, but d delivered nothing yet
+    assert not d.ready and d.complete is not None and d.complete[2] == 3
+    g.deliver("d", upto=2)
     assert not d.ready
-    g.deliver("d", upto=2)  # reaches the cut: install
-    assert d.ready and d.obj.value == 11
-    assert q.calls == [(st.RETRY, "d was receiving its state")]
+    g.deliver("d", upto=3)  # reaches the cut: install
+    assert d.ready and d.obj.value == 1
     g.deliver()
     g.safe()
-    assert d.obj.value == 111
+    assert d.obj.value == 11
     assert len(g.digests()) == 1
     assert d.stats["executed"] == 1  # only the update after the cut ran here
 
@@ -179,7 +228,7 @@ def test_joiner_does_not_answer_from_an_unsafe_snapshot_entry() -> None:
     assert not retry.called  # ... and so must d
 
 
-def test_member_that_missed_views_drops_its_state_and_gets_a_fresh_one() -> None:
+def test_member_that_missed_views_keeps_its_state_until_it_gets_a_fresh_one() -> None:
     g = Group().form(Counter)
     q = submit(g["c"], "get", rid=1, cid=b"cq")
     g.deliver()  # c ran its query; the reply waits for Safe
@@ -189,7 +238,7 @@ def test_member_that_missed_views_drops_its_state_and_gets_a_fresh_one() -> None
     g.settle()
     g.install(("a", "b", "c"))  # c comes back: the view's prev is not c's last view
     c = g["c"]
-    assert not c.ready and c.obj is None
+    assert not c.ready and c.obj is not None and c.obj.value == 0  # custody: kept, not served
     assert q.calls == [(st.RETRY, "c is receiving a fresh state")]
     g.pump()
     assert c.ready and c.obj.value == 7
@@ -205,7 +254,7 @@ def test_large_state_uses_many_chunks_and_the_window_bounds_chunks_in_flight() -
     g.settle()
     admit(g, "d", Blob)
     donor_chunks = lambda: sum(1 for s, t, k in g.sent if (s, t, k) == ("a", "d", "CHUNK"))  # noqa: E731
-    assert donor_chunks() == eng.WINDOW  # the initial burst is exactly one window
+    assert donor_chunks() == WINDOW  # the initial burst is exactly one window
     acks_to_donor = 0
     most_in_flight = 0
     while g.sends:
@@ -214,17 +263,17 @@ def test_large_state_uses_many_chunks_and_the_window_bounds_chunks_in_flight() -
             acks_to_donor += 1
         g.pump(limit=1)
         in_flight = donor_chunks() - acks_to_donor
-        assert in_flight <= eng.WINDOW
+        assert in_flight <= WINDOW
         most_in_flight = max(most_in_flight, in_flight)
     d = g["d"]
     assert d.ready
     total = donor_chunks()
-    assert total >= 2_000_000 // eng.CHUNK_SIZE > 4 * eng.WINDOW
-    assert acks_to_donor == total
-    assert most_in_flight == eng.WINDOW
+    assert total >= 2_000_000 // CHUNK_SIZE > 4 * WINDOW
+    assert acks_to_donor == total + 1  # every chunk, and the END
+    assert most_in_flight == WINDOW
     assert d.xfer_log[0]["bytes"] > 2_000_000
     assert len(g.digests()) == 1
-    assert not g["a"].outgoing
+    assert not g["a"].sessions
 
 
 def test_donor_ignores_acks_of_another_transfer() -> None:
@@ -233,28 +282,25 @@ def test_donor_ignores_acks_of_another_transfer() -> None:
     g.settle()
     admit(g, "d", Blob)
     a = g["a"]
-    xid, chunks, nxt, acked = a.outgoing["d"]
+    ((xid, session),) = a.sessions.items()
     a.on_send("d", msgpack.packb([eng.ACK, xid + 1, 5]))
-    assert a.outgoing["d"][3] == 0  # unchanged
+    assert session.recipients["d"].acked == 0  # unchanged
     a.on_send("x", msgpack.packb([eng.ACK, xid, 0]))  # from a non-joiner
-    assert a.outgoing["d"][3] == 0
+    assert session.recipients["d"].acked == 0
     g.pump()
     assert g["d"].ready and len(g.digests()) == 1
 
 
-def test_stale_chunk_of_an_old_transfer_is_ignored() -> None:
+def test_a_chunk_of_another_transfer_is_ignored() -> None:
     g = Group().form(Blob)
     submit(g["a"], "fill", "k", 40, 5000, rid=1)
     g.settle()
     admit(g, "d", Blob)
-    old = [p for s, t, p in g.sends if _kind(p) == "CHUNK"]
-    g.install(g.members())
-    g.pump("a")  # REQ: a new transfer with a new xid
-    g.pump("d", limit=1)  # its HDR
+    g.pump("d", limit=1)  # the HDR
     d = g["d"]
-    for p in old:  # delayed chunks of the first transfer
-        d.on_send("a", p)
-    assert not d.ready and d.incoming is not None and d.incoming[5].received == 0
+    xid = d.incoming.xid
+    d.on_send("a", msgpack.packb([eng.CHUNK, xid + 1, 0, b"junk"]))
+    assert not d.ready and d.incoming is not None and d.incoming.reader.received == 0
     g.pump()
     assert d.ready and len(g.digests()) == 1
 
@@ -317,7 +363,8 @@ def test_a_batch_buffered_by_a_joiner_is_applied_after_the_cut():
     g.install(("a", "b", "c", "d"))  # d's first view: a pushes the snapshot (queued)
     KIND[eng.BATCH] = "BATCH"
     rs = [submit(g["a"], "add", 2, rid=i, cid=b"x%d" % i) for i in (1, 2)]
-    ticks.pop()()
+    while ticks:
+        ticks.pop(0)()  # the end of a's tick: the snapshot is cut, then the batch is cast
     g.deliver()  # d buffers the batch: its snapshot has not arrived yet
     assert g["d"].ready is False
     while g.pump():
@@ -337,7 +384,7 @@ def test_a_large_transfer_logs_its_progress(caplog) -> None:
         while g.sends:
             g.pump()
     lines = [r.getMessage() for r in caplog.records]
-    assert any("sending state to d" in m for m in lines)
+    assert any("sending state to ['d']" in m for m in lines)
     steps = [m for m in lines if "state transfer from a:" in m]
-    assert steps and "%)" in steps[0]
+    assert steps and "bytes so far" in steps[0]
     assert any("state received from a" in m for m in lines)

@@ -1,0 +1,270 @@
+"""Streamed snapshots: cut the state at once, encode and decode it a piece at a time.
+
+Why not one `codec.dumps(state)`: msgpack packs and unpacks a value in one C call that holds the
+GIL, so a 400 MiB state held a replica's event loop for seconds (heartbeats stopped, the donor
+was excluded mid-transfer), and the donor kept the whole encoding plus its chunks in memory. A
+stream has neither problem:
+
+- `freeze(value)` is the cut: it copies the containers (dict, list, tuple, set) and shares the
+  immutable leaves (str, bytes, numbers, ...), so it costs per container entry, not per byte, and
+  later updates to the live state do not reach the copy. A value of any other type (a dataclass,
+  a bytearray, a user codec's type) may be mutated in place later, so it is encoded at the cut
+  (`codec.Encoded`).
+- `SnapshotWriter` walks the frozen copy and yields chunks of at most `chunk_size` bytes, lazily:
+  the donor produces the next chunk only when the transfer window lets it go, and no step packs
+  more than about `BATCH_BYTES` (or one leaf) at once. It digests as it goes; `size`, `chunks` and
+  `digest` are known once the stream is exhausted.
+- `SnapshotReader` takes the chunks in order (out-of-order ones wait), decodes every complete
+  record as it arrives, and rebuilds the value; `finish(chunks, size, digest)` checks the whole.
+
+Records (each one msgpack value, packed with the codec's types; the stream is their
+concatenation, cut into chunks anywhere):
+  [0, n]        open a dict          [1, n]     open a list
+  [2, {k: v}]   items of the open dict, in order
+  [3, [v, ...]] elements of the open list, in order
+  [4, k]        the next opened container is the value of key k of the open dict
+  [5, v]        one whole value (the root, or an element/value of the open container)
+  [6]           close the open container
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import hashlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from state import codec
+from state.snapshot import CHUNK_SIZE, SnapshotError
+
+__all__ = ["freeze", "digest", "SnapshotWriter", "SnapshotReader", "BATCH_BYTES", "OPEN_LEN"]
+
+OPEN_MAP, OPEN_LIST, ITEMS, ELEMS, KEY, VALUE, CLOSE = range(7)
+
+#: a container with more entries than this is streamed entry by entry instead of packed whole
+OPEN_LEN = 64
+#: entries are packed together until about this many bytes (or `BATCH_LEN` entries)
+BATCH_BYTES = 256 * 1024
+BATCH_LEN = 4096
+
+_IMMUTABLE = frozenset(
+    {type(None), bool, int, float, complex, str, bytes, decimal.Decimal, uuid.UUID}
+    | {_dt.datetime, _dt.date, _dt.timedelta, frozenset}
+)
+
+
+def freeze(value: Any) -> Any:
+    """A copy of `value` that later changes to `value` cannot reach (see the module docstring).
+    Raises `codec.SerializationError` for a value that cannot be carried at all."""
+    t = type(value)
+    if t in _IMMUTABLE:
+        return value
+    if t is dict:
+        return {k: freeze(v) for k, v in value.items()}
+    if t is list:
+        return [freeze(v) for v in value]
+    if t is tuple:
+        return tuple(freeze(v) for v in value)
+    if t is set:
+        return set(value)  # elements are hashable, hence immutable enough to share
+    return codec.Encoded(codec.dumps(value, root="state"))
+
+
+def _size(v: Any) -> int:
+    t = type(v)
+    if t is bytes or t is str or t is codec.Encoded:
+        return len(v) + 8
+    if t is dict or t is list or t is tuple or t is set:
+        return 16 * len(v) + 8
+    return 16
+
+
+class SnapshotWriter:
+    """The chunks of one frozen value; iterate once. Afterwards `size`, `chunks`, `digest`."""
+
+    def __init__(self, frozen: Any, chunk_size: int = CHUNK_SIZE) -> None:
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        self.frozen = frozen
+        self.chunk_size = chunk_size
+        self.size = 0
+        self.chunks = 0
+        self._hash = hashlib.blake2b(digest_size=16)
+        self.exhausted = False
+
+    @property
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+    def __iter__(self) -> Iterator[bytes]:
+        n = self.chunk_size
+        parts: list[bytes] = []  # pending pieces, fewer than n bytes in all
+        pending = 0
+        for record in self._records(self.frozen, codec.packer()):
+            view = memoryview(record)
+            start, size = 0, len(record)
+            if pending and pending + size >= n:  # complete the pending chunk first
+                start = n - pending
+                parts.append(view[:start])
+                yield self._emit(b"".join(parts))
+                parts, pending = [], 0
+            while size - start >= n:  # whole chunks straight out of the record
+                yield self._emit(bytes(view[start : start + n]))
+                start += n
+            if start < size:
+                parts.append(view[start:])
+                pending += size - start
+        if parts or not self.chunks:
+            yield self._emit(b"".join(parts))
+        self.exhausted = True
+
+    def _emit(self, chunk: bytes) -> bytes:
+        self.size += len(chunk)
+        self.chunks += 1
+        self._hash.update(chunk)
+        return chunk
+
+    def _records(self, v: Any, p: Any) -> Iterator[bytes]:
+        t = type(v)
+        if t is dict and len(v) > OPEN_LEN:
+            yield p.pack([OPEN_MAP, len(v)])
+            batch: dict = {}
+            weight = 0
+            for k, x in v.items():
+                if type(x) in (dict, list) and len(x) > OPEN_LEN:
+                    if batch:
+                        yield p.pack([ITEMS, batch])
+                        batch, weight = {}, 0
+                    yield p.pack([KEY, k])
+                    yield from self._records(x, p)
+                    continue
+                batch[k] = x
+                weight += _size(x)
+                if weight >= BATCH_BYTES or len(batch) >= BATCH_LEN:
+                    yield p.pack([ITEMS, batch])
+                    batch, weight = {}, 0
+            if batch:
+                yield p.pack([ITEMS, batch])
+            yield p.pack([CLOSE])
+        elif t is list and len(v) > OPEN_LEN:
+            yield p.pack([OPEN_LIST, len(v)])
+            elems: list = []
+            weight = 0
+            for x in v:
+                if type(x) in (dict, list) and len(x) > OPEN_LEN:
+                    if elems:
+                        yield p.pack([ELEMS, elems])
+                        elems, weight = [], 0
+                    yield from self._records(x, p)
+                    continue
+                elems.append(x)
+                weight += _size(x)
+                if weight >= BATCH_BYTES or len(elems) >= BATCH_LEN:
+                    yield p.pack([ELEMS, elems])
+                    elems, weight = [], 0
+            if elems:
+                yield p.pack([ELEMS, elems])
+            yield p.pack([CLOSE])
+        else:
+            yield p.pack([VALUE, v])
+
+
+def digest(value: Any) -> str:
+    """Hex BLAKE2b-128 of `value`'s stream: equal values (same insertion orders) give equal
+    digests, and a large value is hashed a record at a time (no copy of the whole encoding)."""
+    h = hashlib.blake2b(digest_size=16)
+    for record in SnapshotWriter(value)._records(value, codec.packer()):
+        h.update(record)
+    return h.hexdigest()
+
+
+class SnapshotReader:
+    """Rebuilds the value from its chunks. `add(i, chunk)` in any order, duplicates ignored;
+    each in-order chunk is decoded at once. `finish(...)` checks and returns the value."""
+
+    def __init__(self, max_size: int | None = None) -> None:
+        self.max_size = max_size
+        self.next = 0  # index of the next chunk to decode
+        self.bytes_received = 0
+        self._early: dict[int, bytes] = {}
+        self._hash = hashlib.blake2b(digest_size=16)
+        self._unpacker = codec.unpacker(max_buffer_size=0)
+        self._stack: list[list] = []  # open containers: [container, pending key]
+        self._root: list = []
+        self.received = 0
+
+    def add(self, index: int, chunk: bytes) -> None:
+        if not isinstance(index, int) or index < 0:
+            raise SnapshotError(f"bad chunk index {index!r}")
+        if index < self.next or index in self._early:
+            return  # a retransmission
+        size = self.bytes_received + len(chunk)
+        if self.max_size is not None and size > self.max_size:
+            raise SnapshotError(f"snapshot exceeds {self.max_size} bytes")
+        self.bytes_received = size
+        self.received += 1
+        self._early[index] = bytes(chunk)
+        while self.next in self._early:
+            data = self._early.pop(self.next)
+            self.next += 1
+            self._hash.update(data)
+            self._decode(data)
+
+    def _decode(self, data: bytes) -> None:
+        self._unpacker.feed(data)
+        try:
+            for record in self._unpacker:
+                self._apply(record)
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise SnapshotError(f"undecodable snapshot record: {e}") from e
+
+    def _place(self, value: Any) -> None:
+        if not self._stack:
+            if self._root:
+                raise SnapshotError("a second root value in the snapshot")
+            self._root.append(value)
+            return
+        top = self._stack[-1]
+        if type(top[0]) is dict:
+            if top[1] is None:
+                raise SnapshotError("a dict value without its key")
+            top[0][top[1]] = value
+            top[1] = None
+        else:
+            top[0].append(value)
+
+    def _apply(self, record: list) -> None:
+        kind = record[0]
+        if kind == ITEMS:
+            self._stack[-1][0].update(record[1])
+        elif kind == ELEMS:
+            self._stack[-1][0].extend(record[1])
+        elif kind == OPEN_MAP or kind == OPEN_LIST:
+            container: Any = {} if kind == OPEN_MAP else []
+            self._place(container)
+            self._stack.append([container, None])
+        elif kind == KEY:
+            self._stack[-1][1] = record[1]
+        elif kind == VALUE:
+            self._place(record[1])
+        elif kind == CLOSE:
+            self._stack.pop()
+        else:
+            raise SnapshotError(f"unknown snapshot record kind {kind!r}")
+
+    def finish(self, chunks: int, size: int, digest: bytes) -> Any:
+        """The value, once every chunk is in and the stream matches the donor's totals."""
+        if self.next != chunks or self._early:
+            raise SnapshotError(f"snapshot incomplete: {self.next} of {chunks} chunks decoded")
+        if self.bytes_received != size:
+            raise SnapshotError(f"snapshot is {self.bytes_received} bytes, announced {size}")
+        if self._hash.digest() != bytes(digest):
+            raise SnapshotError("snapshot digest mismatch: a chunk was corrupted or mis-indexed")
+        if self._stack or not self._root:
+            raise SnapshotError("snapshot stream ends inside a value")
+        return self._root[0]
+
+    def progress(self, size_hint: int) -> float:
+        return self.bytes_received / size_hint if size_hint else 0.0

@@ -1,0 +1,124 @@
+"""Large states and busy replicas in real processes: nobody is excluded for being busy, and the
+state is never lost (issue "Never lose the state").
+
+Before the fix, a join with 400 MiB of state got the donor excluded while it built the snapshot
+on its event loop, every replica that came back dropped its state, and the group was left with
+none. These tests print join time and RSS per size; `COHORT_LARGE=1` adds 1 GiB.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from cluster import Cluster
+
+from replication import connect
+
+MiB = 1 << 20
+pytestmark = pytest.mark.timeout(240)
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def fill(c: Cluster, mib: int) -> None:
+    with connect(c.ref, timeout=120, attempt_timeout=60) as p:
+        for start in range(0, mib, 50):
+            p.fill(start, min(50, mib - start))
+
+
+def members_never_dropped(c: Cluster, addrs: list[str]) -> None:
+    """No view installed at `addrs` after they formed leaves one of them out."""
+    for a in addrs:
+        views = c.status(a)["views"]
+        formed = next(i for i, (_vid, m) in enumerate(views) if set(addrs) <= set(m))
+        for vid, members in views[formed:]:
+            assert set(addrs) <= set(members), f"{a} installed {vid} {members}: someone excluded"
+
+
+@pytest.fixture
+def bulk(tmp_path):
+    c = Cluster("tests.integration.bulk:Bulk", "bulk", 3, str(tmp_path), spare=2)
+    try:
+        c.start_all()
+        yield c
+    finally:
+        c.close()
+
+
+SIZES = [100, 400] + ([500, 1024] if os.environ.get("COHORT_LARGE") else [])
+
+
+@pytest.mark.parametrize("mib", SIZES)
+def test_a_join_with_a_large_state_excludes_nobody_and_loses_nothing(bulk, mib):
+    c = bulk
+    fill(c, mib)
+    before = {a: rss_mib(c.procs[a].pid) for a in c.seeds}
+    joiner = c.addrs[3]
+    t0 = time.monotonic()
+    c.start(joiner)
+    everyone = [*c.seeds, joiner]
+    c.wait_converged(everyone, timeout=120)
+    took = time.monotonic() - t0
+    after = {a: rss_mib(c.procs[a].pid) for a in everyone}
+    xfer = c.status(joiner)["transfers"][-1]
+    print(
+        f"\njoin with {mib} MiB: {took:.1f} s to converge (transfer {xfer['seconds']:.1f} s, "
+        f"{xfer['bytes'] / MiB:.0f} MiB from {xfer['donor']}); RSS MiB before "
+        f"{[round(before[a]) for a in c.seeds]}, after {[round(after[a]) for a in everyone]}"
+    )
+    members_never_dropped(c, c.seeds)
+    with connect(c.ref, timeout=20) as p:
+        assert p.size() == mib
+    assert after[joiner] < 2.5 * mib + 150  # the state once, plus decoding slack
+
+
+def test_a_donor_paused_mid_transfer_keeps_its_state_and_everyone_converges(bulk):
+    c = bulk
+    fill(c, 200)
+    joiner = c.addrs[3]
+    c.start(joiner)
+    c.wait(lambda s: s[joiner] is not None and len(s[joiner]["members"]) == 4, [joiner], 30)
+    donor = c.status(c.seeds[0])["members"][0]  # the oldest member pushes
+    c.signal(donor, signal.SIGSTOP)
+    time.sleep(2.5)  # excluded meanwhile; the joiner asks another member
+    c.signal(donor, signal.SIGCONT)
+    c.wait_converged([*c.seeds, joiner], timeout=90)
+    st = c.status(donor)
+    assert st["ready"] and st["applied"] == c.status(joiner)["applied"]
+
+
+def test_a_donor_killed_mid_transfer_and_two_joiners_at_once(bulk):
+    c = bulk
+    fill(c, 200)
+    j1, j2 = c.addrs[3], c.addrs[4]
+    c.start(j1)
+    c.start(j2)
+    c.wait(lambda s: all(x and len(x["members"]) >= 4 for x in s.values()), [j1, j2], 30)
+    donor = c.status(c.seeds[0])["members"][0]
+    c.kill(donor)
+    live = [a for a in [*c.seeds, j1, j2] if a != donor]
+    c.wait_converged(live, timeout=90)
+    with connect(c.ref, timeout=20) as p:
+        assert p.size() == 200
+
+
+def test_a_slow_method_excludes_nobody(bulk):
+    """Every replica runs a 3 s method at once (active replication): all stay members."""
+    c = bulk
+    views = {a: c.status(a)["views"] for a in c.seeds}
+    with connect(c.ref, timeout=60, attempt_timeout=20) as p:
+        for _ in range(4):
+            p.crunch(3.0)
+        assert p.get() == 4
+    members_never_dropped(c, c.seeds)
+    for a in c.seeds:
+        assert c.status(a)["views"] == views[a], f"{a} changed views during the slow calls"
