@@ -33,17 +33,21 @@ JSON_ID = serializers.serializers["json"].serializer_id
 class ServerLimits:
     """Limits of one `orb.wire.WireServer`; sizes in bytes, durations in seconds."""
 
-    #: msgpack body (after decompression). msgpack decodes in C at hundreds of MB/s, so the size
-    #: mostly bounds memory; `max_containers` bounds the worst amplification (empty maps).
-    max_msgpack: int = 64 * MiB
-    #: json body. The C decoder is fast but builds more objects per byte than msgpack
-    #: (`[{},{},…]` is 3 bytes per dict), hence a quarter of msgpack's limit.
-    max_json: int = 16 * MiB
+    #: msgpack body (after decompression). msgpack decodes in C at hundreds of MB/s but holds
+    #: the GIL for the whole body, even on the worker thread: an array of nils costs ~10 ns per
+    #: byte, so 64 MiB stalled the loop (and its heartbeats) for 0.7 s; 16 MiB is ~0.2 s.
+    #: Byte strings cost almost nothing per byte, so this bounds the stall, not honest payloads
+    #: much; `max_containers` bounds the worst memory amplification (empty maps).
+    max_msgpack: int = 16 * MiB
+    #: json body. The C decoder holds the GIL too and builds more objects per byte than msgpack
+    #: (`[{},{},…]` is 3 bytes per dict), hence half of msgpack's limit.
+    max_json: int = 8 * MiB
     #: serpent body. Serpent is `ast.literal_eval`: tens of times slower than msgpack, about
     #: 500 bytes of AST per input byte, and it holds the GIL for the whole parse, so even a parse
-    #: off the loop stalls heartbeats. 4 MB took 10 s and 1.9 GB; 256 KiB takes about 0.3 s.
+    #: off the loop stalls heartbeats. 4 MB took 10 s and 1.9 GB; 256 KiB took 0.3 s idle and
+    #: 0.5 s on a loaded 2-core machine (half the 1 s suspect timeout); 64 KiB takes ~0.1 s.
     #: Plain Pyro5 clients default to serpent: large arguments should use msgpack.
-    max_serpent: int = 256 * KiB
+    max_serpent: int = 64 * KiB
     #: annotation chunks per message (Pyro5 clients send none unless the user adds some)
     max_annotations: int = 16
     #: bytes of one annotation's data
@@ -51,20 +55,29 @@ class ServerLimits:
     #: bytes of all annotation chunks of one message, their 8-byte chunk headers included
     max_annotations_total: int = 256 * KiB
     #: lists plus dicts one msgpack or json body may build. An empty msgpack map is 1 byte on
-    #: the wire and ~64 bytes in memory: 16 MiB of them took 1.2 GB before this bound.
+    #: the wire and ~64 bytes in memory: 16 MiB of them took 1.2 GB before this bound (1M: ~64 MB).
     #: For json the count is of `[` and `{` bytes, so brackets inside strings count too.
     max_containers: int = 1_000_000
     #: bodies above this size are decoded on a worker thread (one, so big decodes queue instead
-    #: of multiplying memory); smaller ones inline, which keeps the common call fast.
+    #: of multiplying memory, and it rests as long as it worked, so decodes holding the GIL take
+    #: at most half of the interpreter); smaller ones inline, which keeps the common call fast.
+    #: Large bodies also take room in `max_inflight_bytes` before they are read.
     offload_threshold: int = 64 * KiB
+    #: the same for serpent, whose parse is ~40 times slower per byte: ready connections' inline
+    #: decodes run back to back in one loop iteration, so inline ones must be cheap
+    serpent_offload_threshold: int = 4 * KiB
     #: bytes of large bodies received or being decoded, summed over all connections
     max_inflight_bytes: int = 256 * MiB
     #: concurrent connections of every kind (Pyro5 clients, watchers, TCP group peers). The
     #: extra ones get a Pyro5 MSG_CONNECTFAIL and are closed. Clamped to the process's file
-    #: limit minus `fd_reserve`, so accept() never fails with EMFILE because of clients.
+    #: limit minus `fd_reserve` and `accept_backlog`, so accept() never fails with EMFILE
+    #: because of clients.
     max_connections: int = 512
     #: file descriptors kept for the group stack, trace files and the refusals themselves
     fd_reserve: int = 64
+    #: the listen backlog, which is also how many sockets asyncio accepts in one go before the
+    #: server has counted any of them: the connection cap leaves room for one such batch
+    accept_backlog: int = 100
     #: a new connection must complete its first message (the Pyro5 CONNECT) this soon;
     #: also the TLS handshake timeout
     handshake_timeout: float = 10.0
@@ -100,9 +113,15 @@ class ServerLimits:
             return self.max_json
         return 0
 
+    def inline_max(self, serializer_id: int) -> int:
+        """The largest body of this serializer decoded on the loop itself."""
+        if serializer_id == SERPENT_ID:
+            return min(self.serpent_offload_threshold, self.offload_threshold)
+        return self.offload_threshold
+
     def connection_cap(self) -> int:
         """`max_connections`, lowered to fit the process's open-file limit."""
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
             return self.max_connections
-        return max(1, min(self.max_connections, soft - self.fd_reserve))
+        return max(1, min(self.max_connections, soft - self.fd_reserve - self.accept_backlog))

@@ -27,6 +27,7 @@ import reprlib
 import socket
 import ssl as ssllib
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -76,8 +77,9 @@ _IDLE, _BODY, _BUSY, _WRITE, _UNTIMED, _CUT = range(6)
 #: compressed bodies up to this size are inflated inline (zlib's ratio tops out near 1:1032, so the
 #: output stays near 1 MiB, about a millisecond of work); bigger ones go to the decode worker
 INLINE_COMPRESSED = 1 << 10
-#: refusals of excess connections in progress at once; past this they are closed without a word
+#: refusals of excess connections waiting for the client's first bytes, at most, and how long
 MAX_REFUSING = 16
+REFUSAL_WAIT = 0.5
 _SLOW_FLAGS = protocol.FLAGS_COMPRESSED
 _CAP_REFUSAL = "server at its connection limit ({} connections); try another replica or retry later"
 
@@ -112,8 +114,10 @@ class WireServer:
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_Conn] = set()
         self._cap = self.limits.connection_cap()
-        self._refusing = 0
+        self._refusing: deque[asyncio.StreamWriter] = deque()
         self._budget = ByteBudget(self.limits.max_inflight_bytes)
+        self._inline = {i: self.limits.inline_max(i) for i in SAFE_SERIALIZERS}
+        self._rest_until = 0.0  # the decode worker's next start, see _offload
         self._pool: ThreadPoolExecutor | None = None
         self._sweeper: asyncio.Task | None = None
         self._logged: dict[str, tuple[float, int]] = {}
@@ -132,7 +136,7 @@ class WireServer:
             ssl=ssl,
             reuse_address=True,
             limit=self.limits.read_buffer,
-            backlog=512,  # pending connections cost no file descriptor; a burst waits here
+            backlog=self.limits.accept_backlog,
             **extra,
         )
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -221,28 +225,35 @@ class WireServer:
             writer.close()
 
     async def _refuse_connection(self, reader, writer) -> None:
-        """Tell an excess client why, fast, without holding its file descriptor for long."""
+        """Tell an excess client why, fast, holding its file descriptor at most `REFUSAL_WAIT`.
+
+        Closing a socket with unread input resets the connection, and a reset can destroy the
+        refusal before the client reads it; so the refusal waits for the client's first bytes (an
+        honest client sends its CONNECT at once) and reads them before closing. At most
+        `MAX_REFUSING` refusals wait at a time; past that the oldest is cut (most likely a silent
+        flood connection), so a newcomer still hears why even during a flood.
+        """
         self._drop("orb.refused_connection", f"connection limit of {self._cap} reached")
-        if self._refusing >= MAX_REFUSING:
-            writer.transport.abort()
-            return
-        self._refusing += 1
+        if len(self._refusing) >= MAX_REFUSING:
+            self._refusing.popleft().transport.abort()
+        self._refusing.append(writer)
         try:
             body = _JSON.dumps(_CAP_REFUSAL.format(self._cap))
             writer.write(_frame(protocol.MSG_CONNECTFAIL, 0, _JSON.serializer_id, body))
             writer.write_eof()
-            # read what the client sent until it hangs up, so closing does not reset the
-            # connection before the client has read the refusal
-            await asyncio.wait_for(_drain_input(reader), 1.0)
+            await asyncio.wait_for(reader.read(65536), REFUSAL_WAIT)
         except (asyncio.TimeoutError, OSError, asyncio.CancelledError):
             pass
         finally:
-            self._refusing -= 1
-            writer.transport.abort()
+            try:
+                self._refusing.remove(writer)
+            except ValueError:
+                pass  # cut as the oldest
+            writer.close()
 
     async def _serve_pyro(self, conn: _Conn, first: bytes, reader, writer) -> None:
         loop = asyncio.get_running_loop()
-        lim = self.limits
+        lim, inline = self.limits, self._inline
         obj_methods: Methods | None = None
         while True:
             raw = first + await reader.readexactly(HEADER_SIZE - len(first))
@@ -254,7 +265,7 @@ class WireServer:
                 if (
                     h.annotations_size
                     or h.flags & _SLOW_FLAGS
-                    or h.data_size > lim.offload_threshold
+                    or h.data_size > inline.get(h.serializer_id, -1)
                 ):
                     data = await self._read_body(conn, h, reader)
                 else:  # the common small call, inline
@@ -326,7 +337,7 @@ class WireServer:
             try:
                 if compressed and len(payload) <= INLINE_COMPRESSED:
                     payload, compressed = inflate(payload, limit), False
-                if compressed or len(payload) > lim.offload_threshold:
+                if compressed or len(payload) > self._inline[h.serializer_id]:
                     held = 0  # the worker job releases it
                     return await self._offload(h, payload, compressed, limit, call, size)
                 return decode(h.serializer_id, payload, lim, call)
@@ -349,8 +360,18 @@ class WireServer:
         lim, ser_id = self.limits, h.serializer_id
 
         def work() -> Any:
-            body = inflate(data, limit) if compressed else data
-            return decode(ser_id, body, lim, call)
+            # decoders hold the GIL (the loop cannot run meanwhile): rest as long as the last
+            # job worked, so back-to-back large decodes leave the loop half of the interpreter
+            pause = self._rest_until - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            t = time.monotonic()
+            try:
+                body = inflate(data, limit) if compressed else data
+                return decode(ser_id, body, lim, call)
+            finally:
+                now = time.monotonic()
+                self._rest_until = now + min(now - t, 1.0)
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, work)
@@ -397,11 +418,6 @@ class WireServer:
             return 0, ser.dumps(result)
         except Exception as e:  # the client gets the exception, the server keeps serving
             return protocol.FLAGS_EXCEPTION, ser.dumps(e)
-
-
-async def _drain_input(reader: asyncio.StreamReader) -> None:
-    while await reader.read(4096):
-        pass
 
 
 class Connection:

@@ -56,10 +56,10 @@ def annotation(ident: bytes, data: bytes, length: int | None = None) -> bytes:
     return ident + (len(data) if length is None else length).to_bytes(4, "big") + data
 
 
-def connect_frame(ser: int = MSGPACK) -> bytes:
+def connect_frame(ser: int = MSGPACK, obj: str = OBJ) -> bytes:
     from Pyro5 import serializers
 
-    body = serializers.serializers_by_id[ser].dumps({"handshake": "hello", "object": OBJ})
+    body = serializers.serializers_by_id[ser].dumps({"handshake": "hello", "object": obj})
     return frame(protocol.MSG_CONNECT, ser, body, seq=0)
 
 

@@ -45,10 +45,10 @@ def test_header_checks():
     def hdr(**kw):
         return frame(protocol.MSG_INVOKE, kw.pop("ser", MSGPACK), b"", **kw)[:40]
 
-    assert parse_header(hdr(data_size=64 * MiB), L).data_size == 64 * MiB
+    assert parse_header(hdr(data_size=16 * MiB), L).data_size == 16 * MiB
     for kw, counter in [
-        ({"data_size": 64 * MiB + 1}, "orb.too_large"),
-        ({"ser": JSON, "data_size": 16 * MiB + 1}, "orb.too_large"),
+        ({"data_size": 16 * MiB + 1}, "orb.too_large"),
+        ({"ser": JSON, "data_size": 8 * MiB + 1}, "orb.too_large"),
         ({"ser": SERPENT, "data_size": 256 * KiB + 1}, "orb.too_large"),
         ({"ser": 2}, "orb.refused_serializer"),
         ({"ser": 0}, "orb.refused_serializer"),
@@ -111,5 +111,5 @@ def test_limits_validate_and_fit_the_file_limit():
     with pytest.raises(ValueError, match="timeouts"):
         ServerLimits(idle_timeout=0)
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert ServerLimits(max_connections=10**6).connection_cap() == soft - 64
+    assert ServerLimits(max_connections=10**6).connection_cap() == soft - 64 - 100
     assert ServerLimits(max_connections=5).connection_cap() == 5
