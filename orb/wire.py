@@ -311,7 +311,8 @@ class WireServer:
                 return
             conn.phase, conn.since = _WRITE, loop.time()
             await writer.drain()
-            conn.phase, conn.since, conn.served = _IDLE, loop.time(), True
+            # idle from the reply's write (a drain stalled past message_timeout was cut anyway)
+            conn.phase, conn.served = _IDLE, True
 
     async def _read_body(self, conn: _Conn, h: Header, reader) -> Any:
         """Read a message's body (its size already checked) and return its decoded data."""
