@@ -95,9 +95,11 @@ def status_command(ref: str, ns: dict) -> int:
         if "error" in r:
             continue
         counters = {k: v for k, v in r["counters"].items() if "bad" in k or "malformed" in k}
+        orb = r.get("orb") or {}  # inputs the client port refused (orb.wire.WireServer)
         print(
             f"{r['addr']}: stack {r['stack']}, style {r['style']}, stats {r['stats']}, "
-            f"cache {r['cache_entries']}, dropped {counters or 'none'}"
+            f"cache {r['cache_entries']}, dropped {counters or 'none'}, "
+            f"client port dropped {orb or 'none'}"
         )
     up = [r for r in rows if "error" not in r]
     return 0 if up else 1

@@ -448,6 +448,7 @@ class Replica:
             "transfers": list(e.xfer_log) if e else [],
             "views": [[list(v), list(m)] for v, m in self.view_history],
             "counters": dict(self.group.ep.counters) if self.group else {},
+            "orb": dict(self._server.counters) if self._server else {},
         }
 
 

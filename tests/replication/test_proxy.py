@@ -561,7 +561,8 @@ def test_garbage_is_counted_and_the_server_keeps_serving(replicas, proxies) -> N
     assert _raw_send(r.addr, b"PYRO" + bytes(range(60))) == b""  # a broken header
     assert wait_until(lambda: counters.get("orb.bad_message") == 1)
     marshal = _frame(protocol.MSG_CONNECT, 0, 2, b"\x00")  # serializer 2 (marshal) is refused
-    assert _raw_send(r.addr, marshal) == b""
+    refusal = protocol.ReceivingMessage(_raw_send(r.addr, marshal)[:40])  # a readable refusal:
+    assert refusal.type == protocol.MSG_CONNECTFAIL and refusal.serializer_id == 3  # in JSON
     assert wait_until(lambda: counters.get("orb.refused_serializer") == 1)
     invoke_first = _frame(protocol.MSG_INVOKE, 1, 4, b"\x90")  # INVOKE before CONNECT
     assert _raw_send(r.addr, invoke_first) == b""
@@ -576,7 +577,8 @@ def test_garbage_is_counted_and_the_server_keeps_serving(replicas, proxies) -> N
 def test_undecodable_connect_body_is_counted() -> None:
     r = FakeReplica()
     try:
-        assert _raw_send(r.addr, _frame(protocol.MSG_CONNECT, 0, 4, b"\xc1\xc1")) == b""
+        reply = _raw_send(r.addr, _frame(protocol.MSG_CONNECT, 0, 4, b"\xc1\xc1"))
+        assert protocol.ReceivingMessage(reply[:40]).type == protocol.MSG_CONNECTFAIL
         wait_until(lambda: bool(r.loop_errors or r.server.counters), within=1.0)
         assert r.loop_errors == []
         assert r.server.counters.get("orb.bad_message") == 1
