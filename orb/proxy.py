@@ -217,7 +217,7 @@ class GroupProxy:
                     failures[addr] = f"not serving: {body}"
                     continue
                 if status == errors.STALE:
-                    raise errors.RemoteError("Cohort", body)
+                    raise self._stale(args[1], body)
                 return status, body
             if all(failures.get(a, "").startswith("no quorum") for a in candidates):
                 refusals += 1
@@ -237,6 +237,17 @@ class GroupProxy:
             self._vid = vid
             self._members = list(members)
             self._coord = members[0] if members else None
+
+    def _stale(self, rid: Any, body: Any) -> errors.StaleRequest:
+        return errors.StaleRequest(
+            f"group {self._group!r}: request {rid} of this proxy is no longer in the replicas' "
+            f"reply cache ({body}). Either it completed and the proxy had reported it done, or the "
+            "cache's per-client cap (1,000 replies or 1 MiB of results, oldest evicted first) "
+            "dropped it because this client kept too many calls outstanding. It will not run "
+            "again, but it may have run once: check the object's state before repeating it, and "
+            "keep fewer calls outstanding per proxy.",
+            rid if isinstance(rid, int) else None,
+        )
 
     def _give_up(self, failures: dict[str, str]) -> Exception:
         tried = "; ".join(f"{a}: {why}" for a, why in failures.items()) or "no replica addresses"

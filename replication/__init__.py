@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orb.errors import CohortError, GroupUnavailable, NoQuorum, RemoteError
+from orb.errors import CohortError, GroupUnavailable, NoQuorum, RemoteError, StaleRequest
 from orb.proxy import GroupProxy
 from orb.refs import GroupRef
 from replication.api import ReplicationError, now, query, random, replicated
@@ -53,6 +53,7 @@ __all__ = [
     "ReplicationError",
     "SerializationError",
     "StackConfigError",
+    "StaleRequest",
     "ViewInfo",
     "connect",
     "now",
