@@ -37,7 +37,9 @@ def connect(ref: str | GroupRef, **options: Any) -> GroupProxy:
     """A proxy for the group `ref` (`PYROGROUP:name@host:port,...` or `PYROGROUPNAME:name`).
 
     Options: `timeout` (whole call, with failover; default 30 s), `attempt_timeout` (one replica;
-    default 3 s), `pool_size`, `ns_host`/`ns_port` (name server), `ssl_context`.
+    default 3 s), `probe_interval` (while a call waits, ask another replica for its view this
+    often and leave a replica the group excluded; default 0.1 s, 0 turns it off), `pool_size`,
+    `ns_host`/`ns_port` (name server), `ssl_context`.
     """
     return GroupProxy(ref, **options)
 
