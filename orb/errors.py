@@ -27,6 +27,21 @@ class NoQuorum(CohortError):
     """The replicas reached are cut off from a majority of the group, so they may not act."""
 
 
+class StaleRequest(CohortError):
+    """The replicas no longer remember this request: its reply was dropped from the reply cache.
+
+    Raised for a retry (same client id and request id) whose entry was pruned: either the client
+    had reported it done, or the per-client cap of the replicas' reply cache
+    (`replication.cache.ReplyCache.MAX_ENTRIES` / `MAX_BYTES`) evicted it because this client
+    kept too many calls outstanding. The request will never execute again, but whether it
+    executed once is unknown. `request_id` is the proxy's number for it.
+    """
+
+    def __init__(self, message: str, request_id: int | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
 class RemoteError(CohortError):
     """A replicated method raised an exception that is not a builtin type.
 

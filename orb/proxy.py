@@ -9,6 +9,18 @@ Why it learns views: every reply can carry the current membership, so a referenc
 one live replica heals itself; updates go to the coordinator (the sequencer) first, which saves a
 hop, and `@query(local=True)` calls are spread over all replicas.
 
+Why it probes while a call waits: a replica that is paused (SIGSTOP, a long GC, a swapped-out
+host) or cut off from the group keeps its TCP connections open, so nothing tells the proxy to leave
+it before the attempt timeout (seconds). The group itself excludes such a member after its
+heartbeat timeout (about 1 s). So while an attempt has waited longer than `probe_interval`, a
+watcher thread asks another replica for its view (`describe`, on that replica's pooled connection)
+once per interval; when the proxy learns a newer primary view that no longer has the replica it
+waits on (or, for an update, no longer has it as coordinator), it abandons that attempt (shuts its
+connection down) and retries at the new coordinator under the same client id and request id, which
+the reply cache answers if the call already ran. A call that is merely slow is never re-sent: the
+probes keep reporting the same view, and one probe per interval serves every waiting call of the
+proxy.
+
 Unlike a Pyro5 proxy, one `GroupProxy` may be shared by threads: each call borrows a connection
 from a small per-replica pool.
 """
@@ -17,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -70,11 +83,31 @@ class _Pool:
             c.close()
 
 
+class _Wait:
+    """One attempt in progress at one replica, as the watcher sees it."""
+
+    __slots__ = ("addr", "conn", "vid", "was_coord", "local", "since", "abandoned", "why")
+
+    def __init__(self, addr: str, conn: Connection, vid, was_coord: bool, local: bool) -> None:
+        self.addr = addr
+        self.conn = conn
+        self.vid = vid  # the view the proxy knew when the attempt started
+        self.was_coord = was_coord
+        self.local = local
+        self.since = time.monotonic()
+        self.abandoned = False
+        self.why = ""
+
+
 class GroupProxy:
     """Call methods of a replicated object: `proxy.add(5)`.
 
     `timeout` bounds a whole call including failover; `attempt_timeout` bounds one try at one
-    replica (then the proxy moves on, keeping the request id).
+    replica (then the proxy moves on, keeping the request id). `probe_interval` (default 0.1 s):
+    while an attempt has waited that long, ask another replica for its view once per interval and
+    leave the replica as soon as the group has excluded it, instead of waiting out the attempt
+    timeout; 0 turns probing off. A paused or cut-off replica then stalls a call for about the
+    group's exclusion time plus one interval.
     """
 
     def __init__(
@@ -84,6 +117,7 @@ class GroupProxy:
         timeout: float = 30.0,
         attempt_timeout: float = 3.0,
         pool_size: int = 8,
+        probe_interval: float = 0.1,
         ns_host: str | None = None,
         ns_port: int | None = None,
         ssl_context: Any = None,
@@ -102,7 +136,16 @@ class GroupProxy:
         self._outstanding: set[int] = set()
         self._methods: dict[str, str] | None = None
         self._rr = itertools.count()
+        self._probe_interval = probe_interval
+        # a probe that gets no answer in this long tells nothing (the replica may be busy too)
+        self._probe_timeout = min(attempt_timeout, max(0.5, 5 * probe_interval))
+        self._probe_rr = itertools.count()
+        self._waits: set[_Wait] = set()
+        self._watcher: threading.Thread | None = None
+        self._closed = False
         self.failovers = 0  # calls that had to move to another replica (for reports and tests)
+        self.abandoned = 0  # attempts left because a newer view excluded their replica
+        self.probes = 0  # views asked for by the watcher (answered)
 
     # --- Pyro5-like surface -----------------------------------------------------------------------
 
@@ -118,6 +161,8 @@ class GroupProxy:
         self.close()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         self._pool.close()
 
     @property
@@ -185,6 +230,7 @@ class GroupProxy:
         refusals = 0  # rounds in a row in which every replica said "no quorum"
         while True:
             candidates = self._candidates(local)
+            moved = False  # an attempt was abandoned: start over at the new view's coordinator
             for addr in candidates:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -198,13 +244,24 @@ class GroupProxy:
                 except _CONNECTION_ERRORS as e:
                     failures[addr] = f"connect failed: {e}"
                     continue
+                wait = self._watch(addr, conn, local)
                 try:
                     reply = conn.call(method, args, min(left, self._attempt_timeout))
-                except _CONNECTION_ERRORS as e:
+                except Exception as e:
+                    abandoned = self._unwatch(wait)
+                    if not abandoned and not isinstance(e, _CONNECTION_ERRORS):
+                        raise
                     self._pool.drop(addr)
+                    if abandoned:
+                        failures[addr] = f"abandoned: {wait.why}"
+                        moved = True
+                        break
                     failures[addr] = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                     continue
-                self._pool.put(conn)
+                if self._unwatch(wait):
+                    conn.close()  # shut down by the watcher just as the reply came in
+                else:
+                    self._pool.put(conn)
                 if method == "describe":
                     self._learn(reply.get("view"))
                     return errors.OK, reply["methods"]
@@ -217,8 +274,10 @@ class GroupProxy:
                     failures[addr] = f"not serving: {body}"
                     continue
                 if status == errors.STALE:
-                    raise errors.RemoteError("Cohort", body)
+                    raise self._stale(args[1], body)
                 return status, body
+            if moved:
+                continue
             if all(failures.get(a, "").startswith("no quorum") for a in candidates):
                 refusals += 1
             else:
@@ -233,10 +292,109 @@ class GroupProxy:
         if not view:
             return
         vid, members = view[0], view[1]
-        if self._vid is None or tuple(vid) > tuple(self._vid):
-            self._vid = vid
-            self._members = list(members)
-            self._coord = members[0] if members else None
+        with self._lock:
+            if self._vid is None or tuple(vid) > tuple(self._vid):
+                self._vid = vid
+                self._members = list(members)
+                self._coord = members[0] if members else None
+                if self._waits:
+                    self._abandon_excluded()
+
+    # --- the watcher: leave a replica the group has excluded -------------------------------------
+
+    def _watch(self, addr: str, conn: Connection, local: bool) -> _Wait | None:
+        if self._probe_interval <= 0:
+            return None
+        with self._lock:
+            wait = _Wait(addr, conn, self._vid, addr == self._coord, local)
+            self._waits.add(wait)
+            if self._watcher is None and not self._closed:
+                self._watcher = threading.Thread(
+                    target=self._watch_loop, name=f"cohort-watch-{self._group}", daemon=True
+                )
+                self._watcher.start()
+        return wait
+
+    def _unwatch(self, wait: _Wait | None) -> bool:
+        """Stop watching; True if the watcher abandoned the attempt (its connection is dead)."""
+        if wait is None:
+            return False
+        with self._lock:
+            self._waits.discard(wait)
+        return wait.abandoned
+
+    def _watch_loop(self) -> None:
+        """While attempts wait longer than `probe_interval`, probe once per interval; exit after a
+        second without any attempt in progress (the next attempt starts a new watcher)."""
+        interval = self._probe_interval
+        idle = 0.0
+        while True:
+            time.sleep(interval)
+            with self._lock:
+                if self._closed or (not self._waits and idle >= 1.0):
+                    self._watcher = None
+                    return
+                idle = 0.0 if self._waits else idle + interval
+                now = time.monotonic()
+                busy = {w.addr for w in self._waits if now - w.since >= interval}
+            if busy:
+                self._probe(busy)
+
+    def _probe(self, busy: set[str]) -> None:
+        """Ask one replica we are not waiting on for its view (a different one each time)."""
+        with self._lock:
+            others = [m for m in self._members if m not in busy]
+        if not others:
+            return
+        addr = others[next(self._probe_rr) % len(others)]
+        try:
+            conn = self._pool.get(addr)
+        except _CONNECTION_ERRORS:
+            return
+        try:
+            reply = conn.call("describe", [], self._probe_timeout)
+        except Exception:  # no answer in time tells nothing; the call closed the connection
+            conn.close()
+            return
+        self._pool.put(conn)
+        with self._lock:
+            self.probes += 1
+        if isinstance(reply, dict) and reply.get("primary", True):
+            self._learn(reply.get("view"))
+
+    def _abandon_excluded(self) -> None:
+        """With `_lock` held: shut down the attempts at replicas the known view no longer has
+        (or no longer has as coordinator, for an update sent to the coordinator)."""
+        vid, members, coord = self._vid, self._members, self._coord
+        if vid is None:
+            return
+        for w in self._waits:
+            if w.abandoned or (w.vid is not None and tuple(vid) <= tuple(w.vid)):
+                continue
+            if w.addr in members and (w.local or not w.was_coord or coord == w.addr):
+                continue
+            w.abandoned = True
+            w.why = (
+                f"view {list(vid)} excludes it"
+                if w.addr not in members
+                else f"view {list(vid)} has coordinator {coord}"
+            )
+            self.abandoned += 1
+            try:  # the socket's own shutdown (not SSLSocket's): wakes the blocked reader
+                socket.socket.shutdown(w.conn.sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _stale(self, rid: Any, body: Any) -> errors.StaleRequest:
+        return errors.StaleRequest(
+            f"group {self._group!r}: request {rid} of this proxy is no longer in the replicas' "
+            f"reply cache ({body}). Either it completed and the proxy had reported it done, or the "
+            "cache's per-client cap (1,000 replies or 1 MiB of results, oldest evicted first) "
+            "dropped it because this client kept too many calls outstanding. It will not run "
+            "again, but it may have run once: check the object's state before repeating it, and "
+            "keep fewer calls outstanding per proxy.",
+            rid if isinstance(rid, int) else None,
+        )
 
     def _give_up(self, failures: dict[str, str]) -> Exception:
         tried = "; ".join(f"{a}: {why}" for a, why in failures.items()) or "no replica addresses"

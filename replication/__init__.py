@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orb.errors import CohortError, GroupUnavailable, NoQuorum, RemoteError
+from orb.errors import CohortError, GroupUnavailable, NoQuorum, RemoteError, StaleRequest
 from orb.proxy import GroupProxy
 from orb.refs import GroupRef
 from replication.api import ReplicationError, now, query, random, replicated
@@ -37,7 +37,9 @@ def connect(ref: str | GroupRef, **options: Any) -> GroupProxy:
     """A proxy for the group `ref` (`PYROGROUP:name@host:port,...` or `PYROGROUPNAME:name`).
 
     Options: `timeout` (whole call, with failover; default 30 s), `attempt_timeout` (one replica;
-    default 3 s), `pool_size`, `ns_host`/`ns_port` (name server), `ssl_context`.
+    default 3 s), `probe_interval` (while a call waits, ask another replica for its view this
+    often and leave a replica the group excluded; default 0.1 s, 0 turns it off), `pool_size`,
+    `ns_host`/`ns_port` (name server), `ssl_context`.
     """
     return GroupProxy(ref, **options)
 
@@ -53,6 +55,7 @@ __all__ = [
     "ReplicationError",
     "SerializationError",
     "StackConfigError",
+    "StaleRequest",
     "ViewInfo",
     "connect",
     "now",

@@ -410,6 +410,7 @@ class Replica:
         return {
             "methods": class_info(self.cls).describe(),
             "view": [list(view.vid), list(view.members)] if view else None,
+            "primary": bool(view and view.primary),  # proxies' probes skip minority views
         }
 
     async def _status(self) -> dict:

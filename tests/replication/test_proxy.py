@@ -503,7 +503,7 @@ def test_error_statuses_are_raised(replicas, proxies) -> None:
     with pytest.raises(errors.RemoteError) as ei:
         p.add(1)
     assert ei.value.remote_type.endswith("Custom") and ei.value.remote_traceback == "tb"
-    with pytest.raises(errors.RemoteError, match="already completed"):
+    with pytest.raises(errors.StaleRequest, match="already completed"):
         p.add(1)
     assert len(r.calls) == 3  # errors are answers: no failover
 
