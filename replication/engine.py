@@ -480,8 +480,11 @@ class Engine:
         entry = self.cache.get(*key)
         if current and (pos >= self.safe or not self.gate):
             if key not in self.unsafe_keys:
+                # the entry is kept with the item: the cache's cap may evict it before Safe, and
+                # the original call must still get its result (local state: no divergence)
                 self.unsafe_keys.add(key)
-                self.unsafe.append((pos, key, None, 0, b""))
+                kept = entry if entry is not None else (-1, b"")
+                self.unsafe.append((pos, key, None, *kept))
             if replies:
                 self.waiters[key] = replies
             return
@@ -512,6 +515,8 @@ class Engine:
             return
         self.unsafe_keys.discard(key)
         entry = self.cache.get(*key)
+        if entry is None and status >= 0:
+            entry = (status, body)  # evicted by the cache's cap meanwhile: the kept copy
         self._answer(key, self.waiters.pop(key, None), entry)
 
     # --- state -----------------------------------------------------------------------------------
@@ -786,9 +791,10 @@ class Engine:
             # hold their replies (and retries of them) until they are Safe here
             if vi == last and vi == cut and p < pos and msg[0] in (INV, PUPD) and p >= self.safe:
                 key = (msg[1], msg[2]) if msg[0] == INV else (msg[2], msg[3])
-                if key not in self.unsafe_keys and self.cache.get(*key) is not None:
+                entry = self.cache.get(*key)
+                if key not in self.unsafe_keys and entry is not None:
                     self.unsafe_keys.add(key)
-                    self.unsafe.append((p, key, None, 0, b""))
+                    self.unsafe.append((p, key, None, *entry))
         for key in [k for k in self.waiters if len(k) == 2 and self.cache.get(*k) is not None]:
             if key not in self.unsafe_keys:
                 self._settle(key, -1, current=True)  # executed in an earlier view: uniform

@@ -22,6 +22,7 @@ from typing import Any
 
 from orb import errors as st
 from orb.refs import GroupRef, object_id, register, unregister
+from orb.limits import ServerLimits
 from orb.wire import WireServer, parse_addr
 from replication.api import class_info
 from replication.core_thread import CoreThread
@@ -66,6 +67,7 @@ class Replica:
         rejoin: bool = True,
         transport: str = "udp",
         busy_limit: float = 5.0,
+        server_limits: ServerLimits | None = None,
     ) -> None:
         class_info(cls)  # fail now, not in the loop thread
         parse_addr(listen)
@@ -89,6 +91,7 @@ class Replica:
         if busy_limit <= 0:
             raise ValueError(f"busy_limit must be positive seconds, got {busy_limit!r}")
         self.busy_limit = busy_limit
+        self.server_limits = server_limits
         self.core: CoreThread | None = None
         self.hung = 0  # times the core was busy beyond busy_limit
         self.loop_lag_max = 0.0  # seconds: the longest the loop was late for a timer
@@ -194,7 +197,7 @@ class Replica:
         host, port = parse_addr(self.listen)
         methods = {name: self._plain_call(name) for name in class_info(self.cls).methods}
         methods.update(invoke=self._invoke, describe=self._describe, status=self._status)
-        self._server = WireServer({object_id(self.group_name): methods})
+        self._server = WireServer({object_id(self.group_name): methods}, limits=self.server_limits)
         # watchers (fast crash detection) and, on the TCP transport, group peers connect here too
         self._server.raw_handlers.update(aio.tcp_handlers(self.listen))
         await self._server.start(host, port, ssl=self.ssl_context)

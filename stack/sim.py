@@ -82,6 +82,9 @@ class Sim:
         self._qseq = 0
         self._recorders: dict[str, Recorder] = {}
         self.delivered: dict[str, list[bytes]] = {}
+        #: `on_events(addr, events)`: what an endpoint handed up, for an application driven on
+        #: top of the simulated group (e.g. the replica core); may call back into the Sim
+        self.on_events: Callable[[str, list], None] | None = None
         self.seeds = [f"m{i}" for i in range(n)]
         initial = View((1, self.seeds[0]), tuple(self.seeds), True, tuple(self.seeds), (1, "m0"))
         for addr in self.seeds:
@@ -261,6 +264,8 @@ class Sim:
                     t += rng.uniform(0, net.reorder_delay)
                 self._push(t, ("pkt", addr, dst, data))
         events = ep.take_events()
+        if self.on_events is not None and events:
+            self.on_events(addr, events)
         if not self.record:
             self.delivered_count[addr] = self.delivered_count.get(addr, 0) + sum(
                 1 for e in events if type(e) is Deliver

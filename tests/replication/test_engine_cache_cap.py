@@ -61,13 +61,6 @@ def test_an_evicted_retry_ordered_later_is_stale_at_every_replica(
     assert all(g[m].stats["executed"] == 5 for m in "abc")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: the engine answers an original from the cache when it becomes Safe, "
-    "so an entry evicted before that (more than MAX_ENTRIES calls or MAX_BYTES of results of one "
-    "client in one unsafe window) answers the original STALE; the fix is in engine.py (keep the "
-    "entry in the unsafe queue item, local state, so eviction stays deterministic)",
-)
 def test_an_original_evicted_before_it_is_safe_still_gets_its_result(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
