@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint sim explore clean
+.PHONY: test demo bench lint sim explore clean sysdeps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,8 +16,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint sysdeps
 	$(BIN)/python -m pytest
+
+# Partition and loss tests drop loopback packets with iptables (Debian's package); as root,
+# install it when missing. Without it those tests are skipped, and say so.
+sysdeps:
+	@command -v iptables >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -q iptables >/dev/null 2>&1 \
+	       || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q iptables >/dev/null 2>&1; }; }; } \
+	  || echo "iptables is not installed: the partition and loss tests will be skipped"
 
 demo: $(STAMP)
 	$(BIN)/cohort demo

@@ -87,6 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--stack", default="total")
     p_serve.add_argument("--transport", choices=["udp", "tcp"], default="udp")
     p_serve.add_argument(
+        "--busy-limit",
+        type=float,
+        default=5.0,
+        help="seconds a single method, snapshot or state install may keep the replica core busy "
+        "before the replica counts as hung and leaves the group (default 5; it rejoins, keeping "
+        "its state, once the core is free)",
+    )
+    p_serve.add_argument(
         "--secret-file",
         help="group secret (16+ random bytes, the same file on every replica): admit only members "
         "that hold it, encrypt the group's traffic, new key at every view (stack 'secure')",
@@ -184,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         opts = dict(stack=args.stack, params=_params(args.param) or None, trace_path=args.trace)
         opts["transport"] = args.transport
+        opts["busy_limit"] = args.busy_limit
         if args.secret_file:
             opts.update(_secret_opts(args.secret_file, args.stack, opts["params"]))
         if args.tls_cert:

@@ -21,8 +21,8 @@ import time
 from typing import Any
 
 from orb import errors as st
-from orb.refs import GroupRef, object_id, register, unregister
 from orb.limits import ServerLimits
+from orb.refs import GroupRef, object_id, register, unregister
 from orb.wire import WireServer, parse_addr
 from replication.api import class_info
 from replication.core_thread import CoreThread
@@ -35,6 +35,9 @@ from state import codec
 log = logging.getLogger("cohort.replica")
 #: seconds; see `Replica.start`
 SWITCH_INTERVAL = 0.001
+#: seconds after a view's install before an expired lease counts as cut off: the first
+#: heartbeat echoes of the new view renew it (suspect.interval 0.1 s)
+LEASE_GRACE = 0.5
 #: the core thread's priority below the loop's (`replication.core_thread`)
 CORE_NICE = 10
 
@@ -44,7 +47,10 @@ class Replica:
 
     `listen` ("host:port") is both the replica's identity in the group (UDP) and the address of its
     Pyro5-protocol server (TCP, same port number). `seeds` are the addresses of the group's founding
-    replicas; a group forms when a majority of them has started.
+    replicas; a group forms when a majority of them has started. `busy_limit`: seconds one
+    input (a method, a snapshot, a state install) may keep the core busy before the replica
+    counts as hung and leaves (it rejoins with its state when free; docs/replication.md).
+    `server_limits`: what the client port accepts (`orb.limits.ServerLimits`, defaults if None).
     """
 
     def __init__(
@@ -99,6 +105,7 @@ class Replica:
         self.group: aio.Group | None = None
         self.view_history: list[tuple] = []
         self._blocked_since: float | None = None
+        self._view_since = 0.0  # when the current view was installed (loop time)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: WireServer | None = None
@@ -277,6 +284,7 @@ class Replica:
                 post(self._note_ready)
             elif cls is ViewEv:
                 self._blocked_since = None
+                self._view_since = loop.time()
                 post(engine.on_view, ev.view)
                 post(self._note_ready)
                 self.view_history.append((tuple(ev.view.vid), tuple(ev.view.members)))
@@ -298,14 +306,28 @@ class Replica:
             except aio.JoinTimeout as e:
                 log.error("%s: could not rejoin: %s", self.listen, e)
 
+    def _cut_off(self) -> str | None:
+        """Why this replica cannot answer now although its view may say primary, or None.
+
+        Its lease expired (no majority of the view echoed its heartbeats within the lease: the
+        stack holds deliveries, and the others may already have excluded it), or it has been
+        blocked in a view change for longer than `quorum_timeout`."""
+        group, now = self.group, time.monotonic()
+        fresh = now - self._view_since < LEASE_GRACE  # a new view's first lease is on its way
+        if group is not None and group.ep.alive and not fresh and group.ep.lease_until() < now:
+            return f"{self.listen} is cut off from a majority (its lease expired); retry elsewhere"
+        since = self._blocked_since
+        if since is not None and now - since > self.quorum_timeout:
+            return f"{self.listen} is cut off from a majority (blocked in a view change)"
+        return None
+
     async def _watch_quorum(self) -> None:
-        """A member blocked in a flush for long is cut off from the primary: fail its calls fast."""
-        loop = asyncio.get_running_loop()
+        """A replica cut off from the majority fails its waiting calls at once (their clients
+        retry elsewhere with the same request ids), instead of holding them until a timeout."""
         while True:
-            await asyncio.sleep(self.quorum_timeout / 4)
-            since = self._blocked_since
-            if since is not None and loop.time() - since > self.quorum_timeout and self.engine:
-                why = f"{self.listen} is cut off from a majority"
+            await asyncio.sleep(min(0.1, self.quorum_timeout / 4))
+            why = self._cut_off()
+            if why is not None and self.engine is not None:
                 self.core.post(self.engine.fail_waiters, st.NO_QUORUM, why)
 
     async def _watch_core(self) -> None:
@@ -360,9 +382,9 @@ class Replica:
             if not fut.done():
                 fut.set_result((status, body))
 
-        since = self._blocked_since
-        if since is not None and time.monotonic() - since > self.quorum_timeout:
-            reply(st.NO_QUORUM, f"{self.listen} is cut off from a majority")
+        why = self._cut_off()
+        if why is not None:
+            reply(st.NO_QUORUM, why)
         else:
             loop = asyncio.get_running_loop()
 
@@ -421,6 +443,7 @@ class Replica:
         digest is computed on the core thread, or reported as None if the core is busy."""
         e = self.engine
         view = e.view if e else None
+        cut_off = self._cut_off()
         digest, entries = None, None
         if e is not None and self.core is not None:
             try:
@@ -437,7 +460,8 @@ class Replica:
             "stack": self.stack,
             "vid": list(view.vid) if view else None,
             "members": list(view.members) if view else [],
-            "primary": bool(view and view.primary),
+            "primary": bool(view and view.primary) and cut_off is None,
+            "cut_off": cut_off,
             "ready": bool(e and e.ready),
             "custody": bool(e and not e.ready and e.obj is not None),
             "unavailable": e.unavailable if e else None,

@@ -269,6 +269,13 @@ class Endpoint:
     def dump(self) -> dict:
         return {layer.name: layer.dump() for layer in self._layers}
 
+    def lease_until(self) -> float:
+        """Until when (endpoint time) a majority of the view is known to listen to us: after it,
+        this member may be cut off and delivers nothing (`top` holds deliveries). +inf for
+        stacks without leases."""
+        top = self._layers[-1] if self._layers else None
+        return getattr(top, "lease_until", float("inf"))
+
     @property
     def pending_casts(self) -> int:
         return len(self._pending_casts)

@@ -122,3 +122,25 @@ def test_a_slow_method_excludes_nobody(bulk):
     members_never_dropped(c, c.seeds)
     for a in c.seeds:
         assert c.status(a)["views"] == views[a], f"{a} changed views during the slow calls"
+
+
+def test_a_method_busy_beyond_the_limit_makes_every_replica_leave_and_the_state_survives(
+    tmp_path,
+):
+    """busy_limit 1 s, a 2.5 s method: every replica (active replication runs it everywhere)
+    counts itself hung and leaves; each keeps its state; they re-form, the status round finds
+    the latest holder, and the client's retry (same request id) is answered from the cache."""
+    c = Cluster(
+        "tests.integration.bulk:Bulk", "hung", 3, str(tmp_path), extra=("--busy-limit", "1")
+    )
+    try:
+        c.start_all()
+        with connect(c.ref, timeout=60, attempt_timeout=10) as p:
+            p.add(5)
+            assert p.crunch(2.5) == 6  # n: 5, then crunch adds 1
+            c.wait_converged(c.seeds, timeout=40)
+            assert p.get() == 6  # exactly once, nothing lost
+        hung = [c.status(a)["core_hung"] for a in c.seeds]
+        assert all(h >= 1 for h in hung), hung
+    finally:
+        c.close()
