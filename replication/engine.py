@@ -55,6 +55,8 @@ from state import snapshot as snap
 log = logging.getLogger("cohort.replica")
 
 INV, QRY, PUPD, BATCH, STATUS = 0, 1, 2, 3, 4
+#: STATUS `ready` values: not ready (0), ready, or a founder of a group still forming
+READY, FORMING = 1, 2
 REQ = 12
 __all__ = ["Engine", "ViewInfo", "INV", "QRY", "PUPD", "BATCH", "STATUS"]
 __all__ += ["CHUNK", "HDR", "REQ", "ACK", "END"]
@@ -141,6 +143,7 @@ class Engine:
         self.status_pos: int | None = None  # position of our own STATUS in this view
         self.gate = False  # our STATUS is Safe in this view: replies may leave
         self.resolved = False
+        self.forming = False  # a founder of a new group (first view, no previous primary)
         self.elected: str | None = None
         self.continuous_since = 0  # index in `views` since which we saw every view's deliveries
         self.served: set[str] = set()  # members this replica sends (or sent) the state in this view
@@ -275,11 +278,10 @@ class Engine:
         inc = self.incoming
         if inc is not None and (not continuous or inc.donor not in view.members):
             self.incoming = None
-        if first and tuple(view.last_primary_vid) == (0, ""):
-            self.obj = self.cls(*self.init_args, **self.init_kwargs)  # the group is forming
-            self.version += 1
-            self.ready = True
-            log.info("%s: formed group with %s", self.me, list(view.members))
+        # A group forming from its seeds starts from a fresh object, but only once the status
+        # round shows that no member holds a state: replicas that all left (hung, restarted
+        # processes of a partitioned group) may come back as the founders of a new lineage.
+        self.forming = first and tuple(view.last_primary_vid) == (0, "")
         if self.ready:
             if view.primary:
                 self.held_vid = vid
@@ -292,7 +294,8 @@ class Engine:
         if view.primary and self.me in view.members:
             held = list(self.held_vid) if self.held_vid and self.obj is not None else None
             seen = list(self.seen) if self.seen else None
-            self._cast(_pack([STATUS, list(vid), held, seen, self.applied, self.ready]))
+            ready = READY if self.ready else FORMING if self.forming else 0
+            self._cast(_pack([STATUS, list(vid), held, seen, self.applied, ready]))
 
     def on_deliver(self, origin: str, payload: bytes) -> None:
         pos = self.pos
@@ -574,8 +577,8 @@ class Engine:
             if self.safe > pos:
                 self.on_safe(self.safe)
         vid = tuple(vid)
-        self.statuses[origin] = (_vid(held), _vid(seen), applied, bool(ready))
-        for v in (_vid(seen), vid if ready else None):
+        self.statuses[origin] = (_vid(held), _vid(seen), applied, ready)
+        for v in (_vid(seen), vid if ready == READY else None):
             if v is not None and (self.seen is None or v > self.seen):
                 self.seen = v
         if not self.resolved and all(m in self.statuses for m in self.view.members):
@@ -590,7 +593,7 @@ class Engine:
         member, so every member learns that the view had a ready member). Among its holders the
         one that applied most donates, ties to the oldest. With no holder, nothing is invented."""
         members = self.view.members
-        ready = [m for m in members if self.statuses[m][3]]
+        ready = [m for m in members if self.statuses[m][3] == READY]
         log.info(
             "%s: status round of view %s: %s",
             self.me,
@@ -599,10 +602,19 @@ class Engine:
         )
         if ready:
             if ready[0] == self.me:
-                self._serve([m for m in members if not self.statuses[m][3]])
+                self._serve([m for m in members if self.statuses[m][3] != READY])
             return
         latest = max((s[1] for s in self.statuses.values() if s[1] is not None), default=None)
         holders = [m for m in members if latest is not None and self.statuses[m][0] == latest]
+        held_any = any(s[0] is not None for s in self.statuses.values())
+        forming = [m for m in members if self.statuses[m][3] == FORMING]
+        if not holders and not held_any and forming:
+            self.seen = tuple(self.view.vid)
+            if self.me in forming:  # every founder starts from the same fresh object
+                self._form()
+                if forming[0] == self.me:
+                    self._serve([m for m in members if m not in forming])
+            return
         if not holders:
             self.unavailable = (
                 f"no member of view {tuple(self.view.vid)} holds the state of the last primary "
@@ -616,6 +628,19 @@ class Engine:
         self.seen = tuple(self.view.vid)  # every member resolves alike: this view has a holder
         if winner == self.me:
             self._promote(latest)
+
+    def _form(self) -> None:
+        self.obj = self.cls(*self.init_args, **self.init_kwargs)
+        self.version += 1
+        self.ready = True
+        self.held_vid = self.seen = tuple(self.view.vid)
+        log.info("%s: formed group with %s", self.me, list(self.view.members))
+        last = len(self.views) - 1
+        buffered, self.buffer = self.buffer, []
+        for vi, p, origin, msg in buffered:
+            if vi == last:
+                self._apply(p, origin, msg, current=True)
+        self._upcall(self.view)
 
     def _promote(self, held: tuple) -> None:
         log.warning(
@@ -783,7 +808,9 @@ class Engine:
             vid,
             pos,
         )
-        cut = self.views.index(vid) if vid in self.views else len(self.views) - 1
+        since = self.continuous_since  # view ids of an earlier lineage may repeat
+        later = self.views[since:]
+        cut = since + later.index(vid) if vid in later else len(self.views) - 1
         last = len(self.views) - 1
         buffered, self.buffer = self.buffer, []
         for vi, p, _origin, msg in buffered:

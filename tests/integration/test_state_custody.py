@@ -144,3 +144,53 @@ def test_a_method_busy_beyond_the_limit_makes_every_replica_leave_and_the_state_
         assert all(h >= 1 for h in hung), hung
     finally:
         c.close()
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def test_calls_keep_completing_while_100_mib_transfer_and_their_latency_is_printed(bulk):
+    """A client calls throughout a 100 MiB join; its latencies before and during the transfer
+    are printed (a figure for the notes, not a timed assertion); no call fails."""
+    import threading
+
+    c = bulk
+    fill(c, 100)
+    samples: list[tuple[float, float]] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with connect(c.ref, timeout=30) as p:
+            while not stop.is_set():
+                t = time.monotonic()
+                try:
+                    p.add(1)
+                except BaseException as e:  # noqa: BLE001 - recorded and asserted below
+                    errors.append(e)
+                samples.append((t, time.monotonic() - t))
+
+    th = threading.Thread(target=client, daemon=True)
+    th.start()
+    time.sleep(3.0)
+    joiner = c.addrs[3]
+    t_join = time.monotonic()
+    c.start(joiner)
+    c.wait_converged([*c.seeds, joiner], timeout=90)
+    t_done = time.monotonic()
+    time.sleep(0.5)
+    stop.set()
+    th.join(30)
+    before = [d for t, d in samples if t < t_join]
+    during = [d for t, d in samples if t_join <= t < t_done]
+    b99, d99 = _percentile(before, 0.99), _percentile(during, 0.99)
+    print(
+        f"\ncalls before the join: {len(before)}, p50 {_percentile(before, 0.5) * 1e3:.2f} ms, "
+        f"p99 {b99 * 1e3:.2f} ms; during the 100 MiB transfer: {len(during)}, p50 "
+        f"{_percentile(during, 0.5) * 1e3:.2f} ms, p99 {d99 * 1e3:.2f} ms ({d99 / b99:.1f}x)"
+    )
+    assert not errors, errors[:3]
+    assert during, "no call completed during the transfer"
+    members_never_dropped(c, c.seeds)
