@@ -118,6 +118,10 @@ class Faults:
     blocked: set[str] = field(default_factory=set)
     seed: int = 0
     dropped: int = 0
+    #: each datagram arriving is lost with this probability (inbound loss at this member, as an
+    #: iptables `statistic` rule on INPUT makes it; `cohort bench stack` measures with it)
+    rx_loss: float = 0.0
+    rx_dropped: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -145,6 +149,10 @@ class _Socket(TickSender, asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        faults = self.faults
+        if faults is not None and faults.rx_loss and faults.rng.random() < faults.rx_loss:
+            faults.rx_dropped += 1
+            return
         group = self.groups.get(data[:4])
         if group is None:
             if len(data) < 4:

@@ -29,10 +29,13 @@ _HDR = struct.Struct("!dH")  # send time (monotonic, system-wide on Linux), send
 
 
 async def _stack_worker(
-    name, listen, seeds, seconds, size, window, index, stack, transport
+    name, listen, seeds, seconds, size, window, index, stack, transport, rx_loss=0.0
 ) -> dict:
     group = await aio.join(name, listen, seeds, stack=stack, timeout=20, transport=transport)
     await asyncio.sleep(0.5)  # let every member join before measuring
+    if rx_loss:  # from now on, inbound datagrams are lost at this member (joins stay quick)
+        group._sock.faults = aio.Faults(rx_loss=rx_loss, seed=index)
+    views0 = group.view
     pad = b"x" * max(0, size - _HDR.size)
     outstanding = 0
     delivered = 0
@@ -67,8 +70,9 @@ async def _stack_worker(
     cpu = time.process_time() - cpu0
     await asyncio.sleep(0.2)
     consumer.cancel()
+    changed = group.view != views0
     group.close()
-    return _result(delivered, seconds, cpu, lat)
+    return {**_result(delivered, seconds, cpu, lat), "view_changed": changed}
 
 
 async def _raw_worker(listen, seeds, seconds, size, index) -> dict:
@@ -138,13 +142,14 @@ def _run(
     window: int,
     stack: str = "total",
     transport: str = "udp",
+    rx_loss: float = 0.0,
 ) -> list[dict]:
     addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(members)]
     seeds = ",".join(addrs)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "stack.bench", "worker", mode, "bench", a, seeds]
-            + [str(seconds), str(size), str(window), str(i), stack, transport],
+            + [str(seconds), str(size), str(window), str(i), stack, transport, str(rx_loss)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -188,6 +193,38 @@ def bench_stack(
     worst = min(r["rate"] for r in total)
     print(f"\nordered msgs/s delivered at every member: {worst:,.0f}")
     print(f"ratio to the raw baseline: {worst / raw_rate:.2f}")
+    return 0
+
+
+def bench_loss(
+    members: int = 3,
+    size: int = 64,
+    seconds: float = 5,
+    window: int = 500,
+    stacks: list[str] | tuple[str, ...] = ("total-batch",),
+    losses: list[float] | tuple[float, ...] = (0.0, 0.1),
+    transport: str = "udp",
+) -> int:
+    """Ordered throughput with each member losing a fraction of the datagrams it receives
+    (`aio.Faults.rx_loss`, drawn in the receive path after the group formed)."""
+    print(
+        f"{members} member processes on 127.0.0.1, {size} B messages, {seconds}s, window {window}, "
+        f"inbound loss at every member"
+    )
+    for stack in stacks:
+        base = None
+        for loss in losses:
+            rows = _run("STACK", members, seconds, size, window, stack, transport, loss)
+            worst = min(r["rate"] for r in rows)
+            base = base or worst
+            p50 = max(r["p50_ms"] for r in rows)
+            p99 = max(r["p99_ms"] for r in rows)
+            vc = sum(bool(r.get("view_changed")) for r in rows)
+            print(
+                f"  {stack:<12} loss {loss:4.2f}: {worst:10,.0f} msgs/s at every member "
+                f"({worst / base:.0%} of lossless)   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms"
+                f"   view changes seen by {vc}"
+            )
     return 0
 
 
@@ -249,6 +286,7 @@ if __name__ == "__main__":
         asyncio.run(_view_worker(sys.argv[4], sys.argv[3].split(","), sys.argv[2] == "1"))
     elif sys.argv[1] == "worker":
         mode, name, listen, seeds, seconds, size, window, index, stack, transport = sys.argv[2:12]
+        rx_loss = float(sys.argv[12]) if len(sys.argv) > 12 else 0.0
         seeds_l = seeds.split(",")
         if mode == "RAW":
             coro = _raw_worker(listen, seeds_l, float(seconds), int(size), int(index))
@@ -263,6 +301,7 @@ if __name__ == "__main__":
                 int(index),
                 stack,
                 transport,
+                rx_loss,
             )
         print(json.dumps(asyncio.run(coro)), flush=True)
         os._exit(0)

@@ -8,6 +8,16 @@ relies on that). Own casts are delivered locally at once (loopback), so counts i
 Tail losses are invisible to a receiver, so it also learns other members' highest counts from
 stability gossip (`Stable.maxs`) and the flush's target (`Fetch`). Requires: net. Provides: fifo.
 
+Theory of operation (repair): a hole is asked for as soon as it is seen (a cast arrives beyond it,
+or gossip says someone has more), from a zero-delay timer so that the holes one loop tick reveals
+go out as a few range NAKs; the first ask goes to the origin. Each hole remembers when it was last
+asked for and how often, and is asked for again only after `xmit_interval`, alternately from
+everyone (the origin may be gone; any holder answers) and from the origin. So a hole costs one
+NAK and one retransmission when nothing else is lost, however many casts follow it, and the
+repair takes a round trip instead of a timer period: re-asking every hole at every period made a
+loaded group retransmit what was already on its way, which at 10% loss made the receivers
+fall behind on retransmissions (congestion collapse).
+
 Headers on casts: (DATA, seq). Control: (NAK, origin, lo, hi) and (RETRANS, origin, seq), the latter
 carrying the stored upper headers and payload of the cast.
 """
@@ -36,8 +46,12 @@ DATA, NAK, RETRANS = 0, 1, 2
 
 @dataclass(frozen=True, slots=True)
 class Params:
-    #: seconds between NAK rounds while something is missing; also the retransmission pace
+    #: most seconds before a hole is asked for again (its NAK or retransmission may be lost)
     xmit_interval: float = 0.02
+    #: fewest seconds before a hole is asked for again: between the two, three times the smoothed
+    #: time repairs take (TCP's RTO, from holes asked for once: Karn), so on a fast network a
+    #: lost repair costs a few round trips, not a timer period that stalls every later delivery
+    min_xmit_interval: float = 0.002
     #: most messages asked for in one NAK (bounds the retransmission burst)
     max_nak_span: int = 256
 
@@ -58,8 +72,10 @@ class Nak(Layer):
         self.gc_below = [0] * n  # seqs below this were garbage-collected
         self.ahead: list[dict[int, tuple]] = [{} for _ in range(n)]  # out-of-order arrivals
         self.target = [0] * n  # highest count some member is known to have
-        self.rounds = [0] * n
-        self.timer_set = False
+        self.asked: list[dict[int, list]] = [{} for _ in range(n)]  # hole -> [last ask, tries]
+        self.timer_at = float("inf")  # when the earliest re-ask timer ("xmit") fires
+        self.prompt_set = False  # the ask-now timer ("gap")
+        self.srtt: float | None = None  # smoothed seconds from first ask to repair
 
     # --- down ------------------------------------------------------------------------------------
 
@@ -104,7 +120,10 @@ class Nak(Layer):
             else:
                 self.ctx.count("nak.bad_header")
         elif cls is Timer:
-            self.timer_set = False
+            if ev.token == "gap":
+                self.prompt_set = False
+            elif self.ctx.now >= self.timer_at:
+                self.timer_at = float("inf")
             self._nak_round()
         else:
             self.ctx.up(ev)
@@ -120,22 +139,29 @@ class Nak(Layer):
             self.held[origin][seq] = (payload, tuple(hdrs))
             self.next[origin] = seq + 1
             self.ctx.up(ev if ev is not None else Deliver(origin, payload, hdrs))
+            asked = self.asked[origin]
+            if asked:
+                self._repaired(asked.pop(seq, None))
             ahead = self.ahead[origin]
             if ahead:
                 self._drain(origin, ahead)
         elif seq > nxt:
             self.ahead[origin][seq] = (payload, tuple(hdrs))
+            if seq > self.target[origin]:
+                self._prompt()  # new holes: [target, seq)
             if seq + 1 > self.target[origin]:
                 self.target[origin] = seq + 1
-            self._arm(self.params.xmit_interval / 2)
         else:
             self.ctx.count("nak.duplicate")
 
     def _drain(self, origin: int, ahead: dict) -> None:
         seq = self.next[origin]
         held = self.held[origin]
+        asked = self.asked[origin]
         while seq in ahead:
             payload, hdrs = ahead.pop(seq)
+            if asked:
+                self._repaired(asked.pop(seq, None))
             held[seq] = (payload, hdrs)
             seq += 1
             self.next[origin] = seq
@@ -167,33 +193,53 @@ class Nak(Layer):
                 self.gc_below[origin] = low
 
     def _raise_target(self, counts: tuple[int, ...]) -> None:
-        missing = False
+        new = False  # holes nobody asked for yet
         for origin, c in enumerate(counts[: len(self.target)]):
             if c > self.target[origin]:
+                new = new or (c > self.next[origin] and origin != self.me)
                 self.target[origin] = c
-            if self.target[origin] > self.next[origin]:
-                missing = True
-        if missing:
-            self._arm(0.0)
+        if new:
+            self._prompt()
+
+    def _repaired(self, item: list | None) -> None:
+        if item is not None and item[1] == 1:  # asked once: the time is a round trip (Karn)
+            rtt = self.ctx.now - item[0]
+            self.srtt = rtt if self.srtt is None else self.srtt + (rtt - self.srtt) / 8
+
+    def _rto(self) -> float:
+        p = self.params
+        if self.srtt is None:
+            return p.xmit_interval
+        return min(p.xmit_interval, max(p.min_xmit_interval, 3 * self.srtt))
+
+    def _prompt(self) -> None:
+        """Ask for new holes once this tick is handled."""
+        if not self.prompt_set:
+            self.prompt_set = True
+            self.ctx.set_timer(0.0, "gap")
 
     def _arm(self, delay: float) -> None:
-        if not self.timer_set:
-            self.timer_set = True
+        """A re-ask timer `delay` from now, unless one fires earlier (a later one just finds
+        nothing due, or what became due since)."""
+        at = self.ctx.now + delay
+        if at < self.timer_at:
+            self.timer_at = at
             self.ctx.set_timer(delay, "xmit")
 
     def _nak_round(self) -> None:
-        """Ask for every hole (not what already waits out of order): first from the origin, on
-        later rounds from everyone, since the origin may be gone and any holder can answer."""
-        again = False
+        """Ask for every hole that is due (never asked, or last asked an RTO ago; not what
+        already waits out of order): first from the origin, on later tries from everyone and the
+        origin in turn, since the origin may be gone and any holder can answer. Looks at most
+        `max_nak_span` holes past the first of each origin; the rest are asked as those fill."""
+        now, interval = self.ctx.now, self._rto()
         span = self.params.max_nak_span
+        wake = None  # when the earliest hole asked for but still open is due again
         for origin in range(len(self.next)):
             lo, end = self.next[origin], self.target[origin]  # missing: [lo, end) minus ahead
+            asked = self.asked[origin]
             if lo >= end or origin == self.me:
-                self.rounds[origin] = 0
+                asked.clear()
                 continue
-            r = self.rounds[origin]
-            self.rounds[origin] = r + 1
-            dest = origin if r % 2 == 0 else None
             ahead = self.ahead[origin]
             budget = span
             seq = lo
@@ -201,16 +247,35 @@ class Nak(Layer):
                 if seq in ahead:
                     seq += 1
                     continue
+                budget -= 1
+                item = asked.get(seq)
+                if item is not None and now < item[0] + interval:
+                    due = item[0] + interval
+                    wake = due if wake is None or due < wake else wake
+                    seq += 1
+                    continue
+                r = item[1] if item is not None else 0
+                dest = origin if r % 2 == 0 else None
                 hi = seq
-                while hi + 1 < end and hi + 1 not in ahead and hi + 1 - seq < budget - 1:
+                while hi + 1 < end and hi + 1 not in ahead and budget > 0:
+                    nxt = asked.get(hi + 1)
+                    if (nxt[1] if nxt else 0) % 2 != r % 2 or (nxt and now < nxt[0] + interval):
+                        break  # the next hole goes elsewhere, or is not due yet
                     hi += 1
+                    budget -= 1
+                for s in range(seq, hi + 1):
+                    prev = asked.get(s)
+                    asked[s] = [now, (prev[1] if prev else 0) + 1]
                 self.ctx.count("nak.nak_sent")
                 self.ctx.down(Control(dest, b"", [(NAK, origin, seq, hi)]))
-                budget -= hi - seq + 1
+                due = now + interval
+                wake = due if wake is None or due < wake else wake
                 seq = hi + 1
-            again = True
-        if again:
-            self._arm(self.params.xmit_interval)
+            if seq < end and budget <= 0:  # holes beyond the span: look again after a period
+                due = now + interval
+                wake = due if wake is None or due < wake else wake
+        if wake is not None:
+            self._arm(max(0.0, wake - now))
 
     def dump(self) -> dict:
         return {"next": list(self.next), "target": list(self.target)}

@@ -139,6 +139,8 @@ mutant(
     "up",
     "for seq in [s for s in unacked if s < h[1]]:",
     "for seq in [s for s in unacked if s <= h[1]]:",
+    scenario=sc.unicasts_over_lossy_link,
+    seeds=(1, 2, 3),
 )
 
 # =================================================================================================
@@ -178,7 +180,7 @@ mutant(
     "if not self.blocked:",
     "if True:",
     scenario=sc.jittery_bridge,
-    seeds=(1, 2, 3, 4, 5, 6),
+    seeds=(9, 13, 14, 15, 16, 17),
 )
 mutant(
     "suspect_never_revoked",

@@ -282,6 +282,28 @@ def bulk_over_lossy_link(seed: int) -> Trace:
     return finish(sim)
 
 
+def unicasts_over_lossy_link(seed: int) -> Trace:
+    """m1 sends m2 batches of unicasts (a state transfer in chunks) on a network losing 20% of
+    packets, while everyone casts a little; every unicast must arrive, in order, once."""
+    from stack.sim import _unicast, _watch_unicasts
+
+    sim = Sim(seed, 3, net=Net(loss=0.2))
+    strict(sim)
+    for m in sim.seeds:
+        _watch_unicasts(sim, m)
+    burst(sim, ["m0", "m2"], 10, 0.06, 0.05)
+    for j in range(8):
+        pays = [f"m1>m2:{j}.{i}".encode() for i in range(5)]
+        sim.at(0.1 + 0.05 * j, lambda p=pays: _unicast(sim, "m1", "m2", p))
+
+    def calm() -> None:
+        sim.net = Net()
+
+    sim.at(1.2, calm)
+    sim.run(1.2)
+    return finish(sim)
+
+
 def forgiven_coordinator_then_join(seed: int) -> Trace:
     """m3 stops hearing the coordinator m0 for 0.6 s (a one-way link failure) and suspects it;
     the others still hear m0, so nobody is excluded. The link heals; 1.5 s later m5 joins. m3

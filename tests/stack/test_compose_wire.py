@@ -68,7 +68,7 @@ def test_unknown_param_lists_the_valid_ones():
         compose("fifo", {"nak": {"xmit": 1, "bogus": 2}})
     msg = str(e.value)
     assert "bogus, xmit" in msg and "'nak'" in msg
-    assert "valid: max_nak_span, xmit_interval" in msg
+    assert "valid: max_nak_span, min_xmit_interval, xmit_interval" in msg
 
 
 @pytest.mark.parametrize(

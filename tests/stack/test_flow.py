@@ -238,7 +238,7 @@ def test_a_slow_receiver_bounds_the_senders_in_flight_data_and_every_retransmiss
     sim.at(0.01, lambda: sim.pause("m2"))
     sim.at(0.02, lambda: [sim.cast("m1", p) for p in payloads])
     sim.at(0.31, lambda: sim.resume("m2"))
-    worst = {"inflight": 0, "held": 0, "queued": 0, "blocked": False}
+    worst = {"inflight": 0, "held": 0, "held_at_sender": 0, "queued": 0, "blocked": False}
 
     def sample() -> None:
         f = flow_of(sim, "m1")
@@ -247,6 +247,7 @@ def test_a_slow_receiver_bounds_the_senders_in_flight_data_and_every_retransmiss
         worst["blocked"] |= f.blocked
         held = max(len(nak_of(sim, m).held[1]) for m in sim.live())
         worst["held"] = max(worst["held"], held)
+        worst["held_at_sender"] = max(worst["held_at_sender"], len(nak_of(sim, "m1").held[1]))
 
     for k in range(300):
         sim.at(0.02 + k * 0.01, sample)
@@ -254,7 +255,10 @@ def test_a_slow_receiver_bounds_the_senders_in_flight_data_and_every_retransmiss
     assert ok, {m: len(sim.delivered[m]) for m in sim.seeds}
     assert worst["blocked"] and worst["queued"] > 300  # the burst really was held back
     assert worst["inflight"] <= window
-    assert worst["held"] <= window // size + 1  # nak's buffer for m1, at every running member
+    # nak's buffer for m1: at m1 the window bounds it; another member frees on its own copy of
+    # the gossip, which may be a lost gossip (a round) behind m1's, so it may hold twice that
+    assert worst["held_at_sender"] <= window // size + 1
+    assert worst["held"] <= 2 * (window // size + 1)
     assert all(sim.delivered[m] == payloads for m in sim.seeds)
     assert sim.converged()  # nobody was excluded on the way
     sim.trace.live, sim.trace.liveness = tuple(sim.live()), True

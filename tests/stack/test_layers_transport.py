@@ -121,16 +121,16 @@ def test_nak_gap_is_nakked_to_the_origin_and_filled_by_a_retransmission():
     n.up(Deliver(1, b"m2", [("u2",), (nak.DATA, 2)]))
     ups, downs = ctx.take()
     assert ups == [Deliver(1, b"m0", [])] and downs == []
-    assert ctx.timers == [(pytest.approx(0.01), "xmit")]  # half the xmit interval
+    assert ctx.timers == [(0.0, "gap")]  # a new hole is asked for once this tick is handled
 
-    fire(n, ctx, "xmit")
+    fire(n, ctx, "gap")
     ups, downs = ctx.take()
     [nak_ctl] = downs
     assert ups == [] and nak_ctl.dest == 1 and nak_ctl.payload == b""
     [(kind, origin, lo, _hi)] = nak_ctl.hdrs
     assert (kind, origin, lo) == (nak.NAK, 1, 1)
     assert ctx.counters["nak.nak_sent"] == 1
-    assert [tok for _, tok in ctx.timers] == ["xmit"]  # still missing: asks again later
+    assert ctx.timers == [(pytest.approx(0.02), "xmit")]  # still missing: asks again later
 
     n.up(ControlIn(2, b"m1", [("u1",), (nak.RETRANS, 1, 1)]))  # any holder may retransmit
     ups, downs = ctx.take()
@@ -145,14 +145,16 @@ def test_nak_asks_only_for_the_hole_not_for_what_it_already_holds():
     n.up(Deliver(1, b"m0", [(nak.DATA, 0)]))
     n.up(Deliver(1, b"m2", [(nak.DATA, 2)]))
     n.up(Deliver(1, b"m3", [(nak.DATA, 3)]))
-    fire(n, ctx, "xmit")
+    fire(n, ctx, "gap")
     assert ctx.downs == [Control(1, b"", [(nak.NAK, 1, 1, 1)])]
 
 
 def test_nak_asks_the_origin_first_then_everyone():
+    """A hole is asked for at once, then every retransmission timeout (xmit_interval until a
+    repair time is measured), alternately from everyone and from the origin."""
     n, ctx = make(Nak)
     n.down(Fetch((0, 0, 1)))  # c has cast one message we never saw
-    fire(n, ctx, "xmit")
+    fire(n, ctx, "gap")
     fire(n, ctx, "xmit")
     fire(n, ctx, "xmit")
     assert ctx.downs == [
@@ -195,21 +197,21 @@ def test_nak_stable_garbage_collects_and_higher_maxs_trigger_naks_for_the_tail()
     ctx.take()
     n.down(Stable((1, 0, 0), (2, 3, 0)))  # a0 is everywhere; b has cast 3 we never saw
     assert ctx.take() == ([], [])  # consumed
-    assert ctx.timers == [(0.0, "xmit")]
+    assert ctx.timers == [(0.0, "gap")]
 
     n.up(ControlIn(1, b"", [(nak.NAK, 0, 0, 1)]))
     assert ctx.downs == [Control(1, b"a1", [(nak.RETRANS, 0, 1)])]  # a0 is gone
     ctx.take()
 
-    fire(n, ctx, "xmit")
+    fire(n, ctx, "gap")
     assert ctx.downs == [Control(1, b"", [(nak.NAK, 1, 0, 2)])]
 
 
 def test_nak_fetch_raises_the_target_like_stability_gossip():
     n, ctx = make(Nak)
     n.down(Fetch((0, 0, 2)))
-    assert ctx.downs == [] and ctx.timers == [(0.0, "xmit")]
-    fire(n, ctx, "xmit")
+    assert ctx.downs == [] and ctx.timers == [(0.0, "gap")]
+    fire(n, ctx, "gap")
     assert ctx.downs == [Control(2, b"", [(nak.NAK, 2, 0, 1)])]
 
 
@@ -246,7 +248,7 @@ def test_nak_malformed_header_is_counted_not_raised(ev):
 def test_nak_never_asks_for_more_than_max_nak_span_messages():
     n, ctx = make(Nak, max_nak_span=2)
     n.up(Deliver(1, b"m9", [(nak.DATA, 9)]))
-    fire(n, ctx, "xmit")
+    fire(n, ctx, "gap")
     [(kind, origin, lo, hi)] = ctx.downs[0].hdrs
     assert (kind, origin, lo) == (nak.NAK, 1, 0)
     assert hi - lo + 1 <= 2
