@@ -281,7 +281,10 @@ class Engine:
         # A group forming from its seeds starts from a fresh object, but only once the status
         # round shows that no member holds a state: replicas that all left (hung, restarted
         # processes of a partitioned group) may come back as the founders of a new lineage.
-        self.forming = first and tuple(view.last_primary_vid) == (0, "")
+        if first:
+            self.forming = tuple(view.last_primary_vid) == (0, "")
+        elif self.ready:
+            self.forming = False
         if self.ready:
             if view.primary:
                 self.held_vid = vid
@@ -544,13 +547,27 @@ class Engine:
         """Hash of the replicated state (user state, reply cache, applied count): equal on replicas
         that applied the same prefix (R1). Streamed (`state.stream`), so a large state is hashed
         a record at a time, and remembered until the next ordered message or install."""
+        source = self.digest_source()
+        if isinstance(source, str):
+            return source
+        version, frozen = source
+        digest = stream.digest(frozen)
+        self.remember_digest(version, digest)
+        return digest
+
+    def digest_source(self) -> str | tuple[int, Any]:
+        """The remembered digest, or (version, a frozen copy of what to hash): the driver hashes
+        the copy off the core (a GiB of state takes a second or more) and hands the result back
+        with `remember_digest`."""
         if self._digest is not None and self._digest[0] == self.version:
             return self._digest[1]
         obj = self.obj
         state = obj.get_state() if hasattr(obj, "get_state") else obj.__dict__
-        digest = stream.digest([state, self.cache.dump(), self.applied])
-        self._digest = (self.version, digest)
-        return digest
+        return self.version, stream.freeze([state, self.cache.dump(), self.applied])
+
+    def remember_digest(self, version: int, digest: str) -> None:
+        if version == self.version:
+            self._digest = (version, digest)
 
     def _upcall(self, view: Any) -> None:
         hook = getattr(self.obj, "on_view_change", None)
@@ -606,9 +623,9 @@ class Engine:
             return
         latest = max((s[1] for s in self.statuses.values() if s[1] is not None), default=None)
         holders = [m for m in members if latest is not None and self.statuses[m][0] == latest]
-        held_any = any(s[0] is not None for s in self.statuses.values())
+        held_any = any(s[0] is not None or s[1] is not None for s in self.statuses.values())
         forming = [m for m in members if self.statuses[m][3] == FORMING]
-        if not holders and not held_any and forming:
+        if not held_any and forming:  # nobody holds or knows of a state: a new group
             self.seen = tuple(self.view.vid)
             if self.me in forming:  # every founder starts from the same fresh object
                 self._form()

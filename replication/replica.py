@@ -30,7 +30,7 @@ from replication.engine import Engine
 from stack import aio
 from stack.events import Block, Deliver, DeliverSend, Exit, Safe
 from stack.events import View as ViewEv
-from state import codec
+from state import codec, stream
 
 log = logging.getLogger("cohort.replica")
 #: seconds; see `Replica.start`
@@ -106,6 +106,7 @@ class Replica:
         self.view_history: list[tuple] = []
         self._blocked_since: float | None = None
         self._view_since = 0.0  # when the current view was installed (loop time)
+        self._digesting: tuple | None = None  # (engine, version, future): one hash at a time
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: WireServer | None = None
@@ -447,8 +448,19 @@ class Replica:
         digest, entries = None, None
         if e is not None and self.core is not None:
             try:
-                fut = self.core.call(lambda: (e.state_digest() if e.ready else None, len(e.cache)))
-                digest, entries = await asyncio.wait_for(asyncio.wrap_future(fut), 2.0)
+                fut = self.core.call(lambda: (e.digest_source() if e.ready else None, len(e.cache)))
+                source, entries = await asyncio.wait_for(asyncio.wrap_future(fut), 2.0)
+                if isinstance(source, tuple):  # hash the frozen copy off the core and the loop
+                    version, frozen = source
+                    pending = self._digesting
+                    if pending is None or pending[0] is not e or pending[1] != version:
+                        loop = asyncio.get_running_loop()
+                        task = loop.run_in_executor(None, stream.digest, frozen)
+                        self._digesting = pending = (e, version, task)
+                    digest = await asyncio.shield(pending[2])
+                    self.core.post(e.remember_digest, version, digest)
+                else:
+                    digest = source
             except asyncio.TimeoutError:
                 pass
         return {

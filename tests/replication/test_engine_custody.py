@@ -139,3 +139,35 @@ def test_a_status_cast_for_an_earlier_view_is_not_counted_in_this_one() -> None:
     g.next["b"] = 1
     run(g)
     assert all(g[m].resolved for m in "abc") and len(g.digests()) == 1
+
+
+def test_founders_of_a_new_lineage_resume_from_a_custodian_not_from_a_fresh_object() -> None:
+    """Every replica left (all hung at once, say) and they re-form the group from their seeds
+    with a fresh process among them: the new lineage's first view has no previous primary. The
+    fresh process must not start the group from an empty object while others hold the state."""
+    g = Group().form(Counter)
+    submit(g["a"], "add", 5, rid=1)
+    g.settle()
+    for m in "abc":
+        g[m].on_exit("hung")
+        g[m].reattach(g[m]._cast, g[m]._send)
+    g.add("d", Counter)
+    g.last_primary_vid = (0, "")  # a new lineage: nothing before it
+    g.ltime = 0
+    cut_off_everyone(g, ("d", "a", "b"))
+    assert not g["d"].ready and g["d"].forming
+    run(g)
+    assert {g[m].obj.value for m in "abd"} == {5}
+    assert g["a"].elected == "a" and len(g.digests()) == 1
+
+
+def test_founders_with_no_state_anywhere_start_fresh_after_the_status_round() -> None:
+    g = Group()
+    for n in "abc":
+        g.add(n, Counter)
+    g.install(("a", "b", "c"), statuses=False)
+    assert not any(g[m].ready for m in "abc")  # not before the round
+    r = submit(g["b"], "add", 2, rid=1)
+    run(g)
+    g.safe()
+    assert all(g[m].ready for m in "abc") and r.value == 2 and len(g.digests()) == 1
