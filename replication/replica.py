@@ -21,8 +21,8 @@ import time
 from typing import Any
 
 from orb import errors as st
-from orb.refs import GroupRef, object_id, register, unregister
 from orb.limits import ServerLimits
+from orb.refs import GroupRef, object_id, register, unregister
 from orb.wire import WireServer, parse_addr
 from replication.api import class_info
 from replication.core_thread import CoreThread
