@@ -165,6 +165,18 @@ class Sim:
             self.stack_time += perf_counter() - t0
             self._flush(addr)
 
+    def send(self, addr: str, dest: str, payload: bytes) -> bool:
+        """Point-to-point from `addr` to `dest` (reliable within a view, `Endpoint.send`); False
+        and nothing sent when `addr` is down or paused or `dest` is not in its current view."""
+        ep = self.eps.get(addr)
+        if ep is None or not ep.alive or addr in self.paused or ep.view.rank(dest) < 0:
+            return False
+        t0 = perf_counter()
+        ep.send(dest, payload)
+        self.stack_time += perf_counter() - t0
+        self._flush(addr)
+        return True
+
     def partition(self, *groups: list[str]) -> None:
         """Cut every link between different groups (both directions)."""
         for g in groups:
