@@ -23,12 +23,12 @@ had a ready member, which the custody rule below relies on.
 
 State custody (docs/replication.md): a replica never drops its state before it installs a newer one.
 One cut off (it missed views) keeps its state, serves nothing, and takes part in the next primary
-view's status round: in total order, every member sees who is ready; the first ready member by rank
+view's status round: in total order, every member sees who is ready; the youngest ready member
 sends the state to the others. If nobody is ready, the holder of the latest state known to have been
 current resumes from it and sends it to the others; if nobody holds it, the view says so and waits.
 
 State transfer: a joiner buffers every ordered delivery from its first view on, tagged (view, pos).
-The donor (the oldest member that was in the previous view) pushes a snapshot cut at the view that
+The donor (the youngest member that was in the previous view) pushes a snapshot cut at the view that
 admitted the joiner, streamed a chunk at a time (`state.stream`); a session survives view changes that
 keep both sides. The joiner applies exactly the buffered deliveries after the cut.
 """
@@ -603,7 +603,8 @@ class Engine:
             self._resolve()
 
     def _resolve(self) -> None:
-        """The first ready member (by rank) serves every member that was not ready. When nobody
+        """The youngest ready member (the last by rank: the coordinator, which clients call and
+        which sequences, keeps serving) sends its state to every member that was not. When nobody
         was ready, the group resumes from the state of the last primary view known to have had a
         ready member: a member that held it there has every update acknowledged in it (a reply
         leaves only once its replica's status in the view is Safe, i.e. delivered at every
@@ -618,7 +619,7 @@ class Engine:
             {m: self.statuses[m] for m in members},
         )
         if ready:
-            if ready[0] == self.me:
+            if ready[-1] == self.me:  # the youngest: the coordinator keeps serving calls
                 self._serve([m for m in members if self.statuses[m][3] != READY])
             return
         latest = max((s[1] for s in self.statuses.values() if s[1] is not None), default=None)
@@ -698,7 +699,9 @@ class Engine:
         newcomers = [m for m in self.view.members if m not in self.prev_members]
         if not newcomers or not self.prev_members:
             return
-        donor = next((m for m in self.view.members if m in self.prev_members), None)
+        # the youngest continuing member donates: the coordinator (the oldest, which clients
+        # call and which sequences) keeps its time for calls
+        donor = next((m for m in reversed(self.view.members) if m in self.prev_members), None)
         if donor == self.me:
             self._serve(newcomers)
 

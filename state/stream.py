@@ -44,7 +44,8 @@ __all__ = ["freeze", "digest", "SnapshotWriter", "SnapshotReader", "BATCH_BYTES"
 
 OPEN_MAP, OPEN_LIST, ITEMS, ELEMS, KEY, VALUE, CLOSE = range(7)
 
-#: a container with more entries than this is streamed entry by entry instead of packed whole
+#: a container with more entries than this (or holding containers or big leaves) is streamed
+#: entry by entry instead of packed whole
 OPEN_LEN = 64
 #: entries are packed together until about this many bytes (or `BATCH_LEN` entries)
 BATCH_BYTES = 256 * 1024
@@ -75,6 +76,19 @@ def freeze(value: Any) -> Any:
     if t is set:
         return set(value)  # elements are hashable, hence immutable enough to share
     return codec.Encoded(codec.dumps(value, root="state"))
+
+
+def _opens(v: dict | list) -> bool:
+    """Stream this container entry by entry: it is long, or a child is a big leaf or itself a
+    container (which may hold big leaves: a 3-entry dict holding 1 GiB must not be packed in one
+    call, which would hold the GIL for seconds)."""
+    if len(v) > OPEN_LEN:
+        return True
+    for c in v.values() if type(v) is dict else v:
+        t = type(c)
+        if t is dict or t is list or (t is bytes and len(c) >= BIG_LEAF):
+            return True
+    return False
 
 
 def _size(v: Any) -> int:
@@ -133,7 +147,7 @@ class SnapshotWriter:
 
     def _records(self, v: Any, p: Any) -> Iterator[bytes | memoryview]:
         t = type(v)
-        if t is dict and len(v) > OPEN_LEN:
+        if t is dict and _opens(v):
             yield p.pack([OPEN_MAP, len(v)])
             batch: dict = {}
             weight = 0
@@ -146,7 +160,7 @@ class SnapshotWriter:
                     yield _BIG_HEADER.pack(0x92, VALUE, 0xC6, len(x))
                     yield memoryview(x)  # no copy: the chunker slices it
                     continue
-                if type(x) in (dict, list) and len(x) > OPEN_LEN:
+                if (type(x) is dict or type(x) is list) and _opens(x):
                     if batch:
                         yield p.pack([ITEMS, batch])
                         batch, weight = {}, 0
@@ -161,7 +175,7 @@ class SnapshotWriter:
             if batch:
                 yield p.pack([ITEMS, batch])
             yield p.pack([CLOSE])
-        elif t is list and len(v) > OPEN_LEN:
+        elif t is list and _opens(v):
             yield p.pack([OPEN_LIST, len(v)])
             elems: list = []
             weight = 0
@@ -173,7 +187,7 @@ class SnapshotWriter:
                     yield _BIG_HEADER.pack(0x92, VALUE, 0xC6, len(x))
                     yield memoryview(x)
                     continue
-                if type(x) in (dict, list) and len(x) > OPEN_LEN:
+                if (type(x) is dict or type(x) is list) and _opens(x):
                     if elems:
                         yield p.pack([ELEMS, elems])
                         elems, weight = [], 0

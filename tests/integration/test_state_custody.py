@@ -178,11 +178,15 @@ def test_calls_keep_completing_while_100_mib_transfer_and_their_latency_is_print
     joiner = c.addrs[3]
     t_join = time.monotonic()
     c.start(joiner)
-    c.wait_converged([*c.seeds, joiner], timeout=90)
+    everyone = [*c.seeds, joiner]
+    c.wait(
+        lambda s: all(x and x["ready"] and len(x["members"]) == 4 for x in s.values()), everyone, 90
+    )
     t_done = time.monotonic()
     time.sleep(0.5)
     stop.set()
     th.join(30)
+    c.wait_converged(everyone, timeout=30)
     before = [d for t, d in samples if t < t_join]
     during = [d for t, d in samples if t_join <= t < t_done]
     b99, d99 = _percentile(before, 0.99), _percentile(during, 0.99)

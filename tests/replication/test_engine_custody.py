@@ -32,17 +32,17 @@ def test_the_donor_excluded_mid_transfer_keeps_its_state_and_the_group_recovers(
     g = Group().form(Blob)
     submit(g["a"], "fill", "k", 40, 5000, rid=1)
     g.settle()
-    admit(g, "d", Blob)
-    g.pump(limit=3)  # part of a's push arrives, then a is excluded (busy, paused)
-    g.install(("b", "c", "d"))
+    admit(g, "d", Blob)  # c, the youngest of the previous view, pushes
+    g.pump(limit=3)  # part of c's push arrives, then c is excluded (busy, paused)
+    g.install(("a", "b", "d"))
     run(g)
     assert g["d"].ready and g["d"].xfer_log[-1]["donor"] == "b"
-    a = g["a"]
-    assert a.ready and a.obj.data  # a does not know yet
-    g.install(("b", "c", "d", "a"))  # a rejoins: its last view is not this view's prev
-    assert not a.ready and len(a.obj.data) == 40  # custody: kept while it asks
+    c = g["c"]
+    assert c.ready and c.obj.data  # c does not know yet
+    g.install(("a", "b", "d", "c"))  # c rejoins: its last view is not this view's prev
+    assert not c.ready and len(c.obj.data) == 40  # custody: kept while it waits
     run(g)
-    assert a.ready and a.xfer_log[-1]["donor"] == "b"
+    assert c.ready and c.xfer_log[-1]["donor"] == "d"  # the youngest ready member
     assert len(g.digests()) == 1 and len(g["d"].obj.data) == 40
 
 
@@ -54,7 +54,7 @@ def test_a_custodian_answers_notready_and_never_donates_its_possibly_stale_state
     g.install(("c", "a", "b"))  # c comes back and happens to rank first
     run(g)
     assert {g[m].obj.value for m in "abc"} == {7}
-    assert g["c"].xfer_log[-1]["donor"] == "a"
+    assert g["c"].xfer_log[-1]["donor"] == "b"
     assert not any(s == "c" and k == "HDR" for s, _, k in g.sent)
 
 

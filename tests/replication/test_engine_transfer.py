@@ -32,9 +32,9 @@ def test_joiner_receives_the_snapshot_and_buffers_deliveries_meanwhile() -> None
     assert not d.ready and d.obj is None
     # a pushes the snapshot at once; d also asks the oldest member, which knows it is served
     assert [(s, t, k) for s, t, k in g.sent] == [
-        ("a", "d", "HDR"),
-        ("a", "d", "CHUNK"),
-        ("a", "d", "END"),
+        ("c", "d", "HDR"),
+        ("c", "d", "CHUNK"),
+        ("c", "d", "END"),
     ]
     # updates go on while the snapshot travels; d buffers them
     r = submit(g["b"], "add", 100, rid=6, done=5)
@@ -43,11 +43,11 @@ def test_joiner_receives_the_snapshot_and_buffers_deliveries_meanwhile() -> None
     assert not d.ready and len(d.buffer) == 2
     g.pump()
     assert d.ready
-    assert ("d", "a", "ACK") in g.sent
+    assert ("d", "c", "ACK") in g.sent
     assert d.obj.value == 1115 == g["a"].obj.value
     assert len(g.digests()) == 1
     assert d.views == [v2.vid]
-    assert d.xfer_log and d.xfer_log[0]["donor"] == "a"
+    assert d.xfer_log and d.xfer_log[0]["donor"] == "c"
     assert tuple(d.xfer_log[0]["vid"]) == v2.vid and d.xfer_log[0]["pos"] == 0
     assert d.obj.seen and d.obj.seen[-1][0] == v2.vid
     g.safe()
@@ -57,7 +57,7 @@ def test_joiner_receives_the_snapshot_and_buffers_deliveries_meanwhile() -> None
     retry = submit(d, "add", 100, rid=6, done=5)
     assert retry.value == 115 and len(g.casts) == casts
     assert submit(d, "add", 5, rid=5, done=4).status == st.STALE  # pruned by rid 6's watermark
-    assert not g["a"].sessions  # the donor forgot the finished transfer
+    assert not g["c"].sessions  # the donor forgot the finished transfer
     assert sum(k == "HDR" for _, _, k in g.sent) == 1  # the status round did not start another
 
 
@@ -65,7 +65,7 @@ def test_joiner_waits_for_the_donor_push_and_only_the_oldest_member_donates() ->
     g = Group().form(Counter)
     admit(g, "d", Counter)
     senders = {s for s, _, k in g.sent if k in ("HDR", "CHUNK")}
-    assert senders == {"a"}
+    assert senders == {"c"}
     g.pump()
     assert g["d"].ready and len(g.digests()) == 1
     assert sum(k == "HDR" for _, _, k in g.sent) == 1  # d's request did not start another
@@ -78,7 +78,7 @@ def test_two_joiners_at_once_share_one_snapshot() -> None:
     for n in "de":
         g.add(n, Blob)
     g.install(("a", "b", "c", "d", "e"))
-    a = g["a"]
+    a = g["c"]  # the youngest member of the previous view donates
     assert len(a.sessions) == 1
     (session,) = a.sessions.values()
     assert set(session.recipients) == {"d", "e"}
@@ -86,7 +86,7 @@ def test_two_joiners_at_once_share_one_snapshot() -> None:
         pass
     assert g["d"].ready and g["e"].ready and len(g.digests()) == 1
     assert not a.sessions
-    assert {x["donor"] for n in "de" for x in g[n].xfer_log} == {"a"}
+    assert {x["donor"] for n in "de" for x in g[n].xfer_log} == {"c"}
 
 
 def test_joiner_client_waiter_before_the_cut_is_answered_after_install() -> None:
@@ -130,7 +130,7 @@ def test_a_transfer_interrupted_by_a_view_change_resumes_where_it_was() -> None:
     assert d.ready
     assert len(g.digests()) == 1
     assert len(d.xfer_log) == 1 and tuple(d.xfer_log[0]["vid"]) == v2.vid  # the first cut
-    assert sum(k == "HDR" for s, _, k in g.sent if s == "a") == 2  # resent, not rebuilt
+    assert sum(k == "HDR" for s, _, k in g.sent if s == "c") == 2  # resent, not rebuilt
 
 
 def test_transfer_restarts_from_another_member_when_the_donor_crashes() -> None:
@@ -138,8 +138,8 @@ def test_transfer_restarts_from_another_member_when_the_donor_crashes() -> None:
     submit(g["a"], "add", 2, rid=1)
     g.settle()
     admit(g, "d", Counter)
-    g.install(("b", "c", "d"))  # donor a crashed before any chunk arrived
-    assert ("b", "d", "HDR") in g.sent  # b is the first ready member of the status round
+    g.install(("a", "b", "d"))  # donor c crashed before any chunk arrived
+    assert ("b", "d", "HDR") in g.sent  # b: the youngest ready member of the status round
     g.pump()
     d = g["d"]
     assert d.ready and d.xfer_log[0]["donor"] == "b"
@@ -154,9 +154,9 @@ def test_a_lost_push_resumes_in_the_next_view_and_a_non_ready_first_rank_serves_
     g.sends.clear()  # d's push is lost
     g.install(("d", "b", "a", "c"))  # d happens to rank first
     assert not any(s == "d" for s, _, k in g.sent if k == "HDR")
-    assert sum(k == "HDR" for s, _, k in g.sent if s == "a") == 2  # a resumed its session
+    assert sum(k == "HDR" for s, _, k in g.sent if s == "c") == 2  # a resumed its session
     g.pump()
-    assert g["d"].ready and g["d"].xfer_log[0]["donor"] == "a" and len(g.digests()) == 1
+    assert g["d"].ready and g["d"].xfer_log[0]["donor"] == "c" and len(g.digests()) == 1
 
 
 def test_a_bad_snapshot_is_asked_for_again_and_the_custodial_state_is_untouched() -> None:
@@ -170,7 +170,7 @@ def test_a_bad_snapshot_is_asked_for_again_and_the_custodial_state_is_untouched(
     end[4] = b"\0" * 16
     g.sends[-1] = (src, dst, msgpack.packb(end))
     g.pump()
-    assert ("d", "a", "REQ") in g.sent  # asked again, to the same donor
+    assert ("d", "c", "REQ") in g.sent  # asked again, to the same donor
     assert d.ready and d.obj.value == 3 and len(g.digests()) == 1
 
 
@@ -181,8 +181,8 @@ def test_a_resumed_session_and_a_new_one_both_complete() -> None:
     admit(g, "d", Counter)
     g.sends.clear()  # d's push is lost: d is not ready in the next view either
     admit(g, "e", Counter)
-    assert ("a", "d", "HDR") in g.sent and ("a", "e", "HDR") in g.sent
-    assert len(g["a"].sessions) == 2  # d's, resumed, and e's
+    assert ("c", "d", "HDR") in g.sent and ("c", "e", "HDR") in g.sent
+    assert len(g["c"].sessions) == 2  # d's, resumed, and e's
     while g.pump():
         pass
     assert g["d"].ready and g["e"].ready and len(g.digests()) == 1
@@ -196,11 +196,11 @@ def test_snapshot_cut_ahead_of_the_joiner_waits_for_its_deliveries() -> None:
     submit(g["b"], "add", 1, rid=1)
     g.settle()
     admit(g, "d", Counter)
-    g.sends.clear()  # the push is lost, and a crashes
-    g.install(("b", "c", "d"), statuses=False)
+    g.sends.clear()  # the push is lost, and its donor c crashes
+    g.install(("a", "b", "d"), statuses=False)
     d = g["d"]
     submit(g["b"], "add", 10, rid=2, done=1)  # position 3, after the statuses
-    g.deliver("b", "c")  # b resolves the round at position 3 and cuts there
+    g.deliver("a", "b")  # b resolves the round at position 3 and cuts there
     g.pump("d")  # HDR, chunks, END: complete, but d delivered nothing yet
     assert not d.ready and d.complete is not None and d.complete[2] == 3
     g.deliver("d", upto=2)
@@ -253,13 +253,13 @@ def test_large_state_uses_many_chunks_and_the_window_bounds_chunks_in_flight() -
     submit(g["a"], "fill", "big", 2000, 1024, rid=1)  # 2000 strings of 1 KiB: ~2 MB
     g.settle()
     admit(g, "d", Blob)
-    donor_chunks = lambda: sum(1 for s, t, k in g.sent if (s, t, k) == ("a", "d", "CHUNK"))  # noqa: E731
+    donor_chunks = lambda: sum(1 for s, t, k in g.sent if (s, t, k) == ("c", "d", "CHUNK"))  # noqa: E731
     assert donor_chunks() == WINDOW  # the initial burst is exactly one window
     acks_to_donor = 0
     most_in_flight = 0
     while g.sends:
         src, dst, payload = g.sends[0]
-        if _kind(payload) == "ACK" and dst == "a":
+        if _kind(payload) == "ACK" and dst == "c":
             acks_to_donor += 1
         g.pump(limit=1)
         in_flight = donor_chunks() - acks_to_donor
@@ -273,7 +273,7 @@ def test_large_state_uses_many_chunks_and_the_window_bounds_chunks_in_flight() -
     assert most_in_flight == WINDOW
     assert d.xfer_log[0]["bytes"] > 2_000_000
     assert len(g.digests()) == 1
-    assert not g["a"].sessions
+    assert not g["c"].sessions
 
 
 def test_donor_ignores_acks_of_another_transfer() -> None:
@@ -281,7 +281,7 @@ def test_donor_ignores_acks_of_another_transfer() -> None:
     submit(g["a"], "fill", "k", 40, 5000, rid=1)
     g.settle()
     admit(g, "d", Blob)
-    a = g["a"]
+    a = g["c"]  # the donor
     ((xid, session),) = a.sessions.items()
     a.on_send("d", msgpack.packb([eng.ACK, xid + 1, 5]))
     assert session.recipients["d"].acked == 0  # unchanged
@@ -385,6 +385,6 @@ def test_a_large_transfer_logs_its_progress(caplog) -> None:
             g.pump()
     lines = [r.getMessage() for r in caplog.records]
     assert any("sending state to ['d']" in m for m in lines)
-    steps = [m for m in lines if "state transfer from a:" in m]
+    steps = [m for m in lines if "state transfer from c:" in m]
     assert steps and "bytes so far" in steps[0]
-    assert any("state received from a" in m for m in lines)
+    assert any("state received from c" in m for m in lines)
