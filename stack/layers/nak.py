@@ -146,7 +146,11 @@ class Nak(Layer):
             if ahead:
                 self._drain(origin, ahead)
         elif seq > nxt:
-            self.ahead[origin][seq] = (payload, tuple(hdrs))
+            ahead = self.ahead[origin]
+            if seq in ahead:  # a copy of what already waits for the gap to fill
+                self.ctx.count("nak.duplicate_ahead")
+                return
+            ahead[seq] = (payload, tuple(hdrs))
             if seq > self.target[origin]:
                 self._prompt()  # new holes: [target, seq)
             if seq + 1 > self.target[origin]:

@@ -171,3 +171,22 @@ def test_founders_with_no_state_anywhere_start_fresh_after_the_status_round() ->
     run(g)
     g.safe()
     assert all(g[m].ready for m in "abc") and r.value == 2 and len(g.digests()) == 1
+
+
+def test_the_seeded_stale_holder_bug_is_caught_by_the_latest_state_scenario() -> None:
+    """The simulator's random sweep does not reach a primary view with nobody ready (see
+    test_engine_sim's strict xfail); this hand-built one does, and catches the seeded bug that
+    resumes from any holder: c (view 1's state) ranks first and would win over a (view 2's)."""
+    from engine_mutants import STALE_HOLDER
+
+    with STALE_HOLDER.apply():
+        g = Group().form(Counter)
+        submit(g["c"], "add", 1, rid=1)
+        g.settle()
+        g.install(("a", "b"))
+        submit(g["a"], "add", 10, rid=2, done=1)
+        g.settle()
+        cut_off_everyone(g, ("c", "a", "b"))
+        run(g)
+        values = {g[m].obj.value for m in "abc"}
+    assert values == {1}  # the acknowledged add of 10 is lost: the bug shows
