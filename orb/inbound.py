@@ -145,16 +145,8 @@ def decode(ser_id: int, data: bytes, limits: ServerLimits, call: bool) -> Any:
         if ser_id == MSGPACK_ID:
             if n > limits.max_containers:
                 return _msgpack_counted(data, limits)
-            return msgpack.unpackb(  # the bounds msgpack derives from the size, made explicit
-                data,
-                raw=False,
-                object_hook=_MSGPACK.object_hook,
-                ext_hook=_MSGPACK.ext_hook,
-                max_str_len=n,
-                max_bin_len=n,
-                max_array_len=n,
-                max_map_len=n // 2,
-                max_ext_len=n,
+            return msgpack.unpackb(
+                data, raw=False, object_hook=_MSGPACK.object_hook, **_msgpack_bounds(n)
             )
         if ser_id == JSON_ID and n > limits.max_containers:
             containers = data.count(b"[") + data.count(b"{")
@@ -192,13 +184,21 @@ def _msgpack_counted(data: bytes, limits: ServerLimits) -> Any:
         raw=False,
         object_hook=lambda x: _MSGPACK.object_hook(count(x)),
         list_hook=count,
-        ext_hook=_MSGPACK.ext_hook,
-        max_str_len=n,
-        max_bin_len=n,
-        max_array_len=n,
-        max_map_len=n // 2,
-        max_ext_len=n,
+        **_msgpack_bounds(n),
     )
+
+
+def _msgpack_bounds(n: int) -> dict[str, Any]:
+    """Pyro5's ext hook and the length bounds msgpack derives from a body of `n` bytes, made
+    explicit so that a msgpack upgrade cannot loosen them."""
+    return {
+        "ext_hook": _MSGPACK.ext_hook,
+        "max_str_len": n,
+        "max_bin_len": n,
+        "max_array_len": n,
+        "max_map_len": n // 2,
+        "max_ext_len": n,
+    }
 
 
 def _too_many(limits: ServerLimits) -> Refused:

@@ -46,8 +46,10 @@ from typing import Any
 import msgpack
 
 from orb import errors as st
+from replication import custody
 from replication.api import class_info, run_in_context
 from replication.cache import ReplyCache
+from replication.custody import FORMING, READY
 from replication.transfer import ACK, CHUNK, END, HDR, Incoming, Session
 from state import codec, stream
 from state import snapshot as snap
@@ -55,8 +57,6 @@ from state import snapshot as snap
 log = logging.getLogger("cohort.replica")
 
 INV, QRY, PUPD, BATCH, STATUS = 0, 1, 2, 3, 4
-#: STATUS `ready` values: not ready (0), ready, or a founder of a group still forming
-READY, FORMING = 1, 2
 REQ = 12
 __all__ = ["Engine", "ViewInfo", "INV", "QRY", "PUPD", "BATCH", "STATUS"]
 __all__ += ["CHUNK", "HDR", "REQ", "ACK", "END"]
@@ -603,62 +603,34 @@ class Engine:
             self._resolve()
 
     def _resolve(self) -> None:
-        """The youngest ready member (the last by rank: the coordinator, which clients call and
-        which sequences, keeps serving) sends its state to every member that was not. When nobody
-        was ready, the group resumes from the state of the last primary view known to have had a
-        ready member: a member that held it there has every update acknowledged in it (a reply
-        leaves only once its replica's status in the view is Safe, i.e. delivered at every
-        member, so every member learns that the view had a ready member). Among its holders the
-        one that applied most donates, ties to the oldest. With no holder, nothing is invented."""
-        members = self.view.members
-        ready = [m for m in members if self.statuses[m][3] == READY]
-        log.info(
-            "%s: status round of view %s: %s",
-            self.me,
-            tuple(self.view.vid),
-            {m: self.statuses[m] for m in members},
-        )
-        if ready:
-            if ready[-1] == self.me:  # the youngest: the coordinator keeps serving calls
-                self._serve([m for m in members if self.statuses[m][3] != READY])
-            return
-        latest = max((s[1] for s in self.statuses.values() if s[1] is not None), default=None)
-        holders = [m for m in members if latest is not None and self.statuses[m][0] == latest]
-        held_any = any(s[0] is not None or s[1] is not None for s in self.statuses.values())
-        forming = [m for m in members if self.statuses[m][3] == FORMING]
-        if not held_any and forming:  # nobody holds or knows of a state: a new group
-            self.seen = tuple(self.view.vid)
-            if self.me in forming:  # every founder starts from the same fresh object
-                self._form()
-                if forming[0] == self.me:
-                    self._serve([m for m in members if m not in forming])
-            return
-        if not holders:
+        """Act on the status round's decision (`replication.custody.resolve`), which every
+        member reaches alike at the same point of the total order."""
+        members, vid = self.view.members, tuple(self.view.vid)
+        log.info("%s: status round of view %s: %s", self.me, vid, self.statuses)
+        d = custody.resolve(members, self.statuses)
+        if d.kind == "unavailable":
             self.unavailable = (
-                f"no member of view {tuple(self.view.vid)} holds the state of the last primary "
-                f"view that had one ({latest}); start a replica that held it (states are kept, "
-                "not reset)"
+                f"no member of view {vid} holds the state of the last primary view that had "
+                f"one ({d.latest}); start a replica that held it (states are kept, not reset)"
             )
             log.error("%s: %s", self.me, self.unavailable)
             return
-        winner = max(holders, key=lambda m: (self.statuses[m][2], -members.index(m)))
-        self.elected = winner
-        self.seen = tuple(self.view.vid)  # every member resolves alike: this view has a holder
-        if winner == self.me:
-            self._promote(latest)
+        if d.kind != "serve":
+            self.seen = vid  # every member resolves alike: this view has a holder
+        if d.kind == "form" and self.me in d.formers:
+            self._form()  # every founder starts from the same fresh object
+        elif d.kind == "resume":
+            self.elected = d.donor
+            if d.donor == self.me:
+                self._promote(d.latest)
+        if d.donor == self.me:
+            self._serve(list(d.recipients))
 
     def _form(self) -> None:
         self.obj = self.cls(*self.init_args, **self.init_kwargs)
         self.version += 1
-        self.ready = True
-        self.held_vid = self.seen = tuple(self.view.vid)
         log.info("%s: formed group with %s", self.me, list(self.view.members))
-        last = len(self.views) - 1
-        buffered, self.buffer = self.buffer, []
-        for vi, p, origin, msg in buffered:
-            if vi == last:
-                self._apply(p, origin, msg, current=True)
-        self._upcall(self.view)
+        self._ready_here()
 
     def _promote(self, held: tuple) -> None:
         log.warning(
@@ -669,6 +641,11 @@ class Engine:
             held,
             self.applied,
         )
+        self._ready_here()
+
+    def _ready_here(self) -> None:
+        """Serve from the state held here, cut at the start of this view: apply what this view
+        delivered so far; calls buffered from earlier views were answered by nobody (retry)."""
         self.ready = True
         self.held_vid = self.seen = tuple(self.view.vid)
         last = len(self.views) - 1
@@ -680,7 +657,6 @@ class Engine:
                 for r in self.waiters.pop((msg[1], msg[2], "q"), ()):
                     r(st.RETRY, f"{self.me} was receiving its state")
         self._upcall(self.view)
-        self._serve([m for m in self.view.members if m != self.me])
         if self.info.style == "passive" and self.view.members[0] == self.me:
             for msg in list(self.passive_pending.values()):
                 self._passive_execute(msg)

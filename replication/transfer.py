@@ -66,10 +66,6 @@ class Session:
         self._send(member, [HDR, self.xid, list(self.vid), self.pos])
         self.pump(member)
 
-    @property
-    def started(self) -> bool:
-        return self._base > 0 or bool(self._cache)
-
     def _chunk(self, i: int) -> bytes | None:
         while self._base + len(self._cache) <= i:
             if self._gen is None:

@@ -111,7 +111,6 @@ class SnapshotWriter:
         self.size = 0
         self.chunks = 0
         self._hash = _hasher()
-        self.exhausted = False
 
     @property
     def digest(self) -> bytes:
@@ -137,7 +136,6 @@ class SnapshotWriter:
                 pending += size - start
         if parts or not self.chunks:
             yield self._emit(b"".join(parts))
-        self.exhausted = True
 
     def _emit(self, chunk: bytes) -> bytes:
         self.size += len(chunk)
@@ -305,6 +303,3 @@ class SnapshotReader:
         if self._stack or not self._root:
             raise SnapshotError("snapshot stream ends inside a value")
         return self._root[0]
-
-    def progress(self, size_hint: int) -> float:
-        return self.bytes_received / size_hint if size_hint else 0.0

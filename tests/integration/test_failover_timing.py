@@ -88,10 +88,24 @@ def test_sigstop_of_the_coordinator_stalls_clients_about_the_exclusion_time(tmp_
                 with lock:
                     history.append(op)
 
+        def wait_calls(n: int, since: float = 0.0) -> None:
+            """Until each client completed `n` calls that began after `since` (deadline 20 s)."""
+            deadline = time.monotonic() + 20
+            while True:
+                with lock:
+                    per = [
+                        sum(1 for op in history if op.client == i and op.call >= since)
+                        for i in range(3)
+                    ]
+                if min(per) >= n:
+                    return
+                assert time.monotonic() < deadline, f"clients stalled: {per} calls, {errors[:3]}"
+                time.sleep(0.02)  # polled, with a deadline
+
         threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(3)]
         for t in threads:
             t.start()
-        time.sleep(1.0)  # warm: every proxy knows the view and has pooled connections
+        wait_calls(50)  # warm: every proxy knows the view and has pooled connections
         coord = c.coordinator(c.seeds)
         others = [a for a in c.seeds if a != coord]
         clock = ExclusionClock(c.group, others, coord)
@@ -100,7 +114,7 @@ def test_sigstop_of_the_coordinator_stalls_clients_about_the_exclusion_time(tmp_
         stopped = coord
         clock.start(t_stop)
         exclusion = clock.wait(10)
-        time.sleep(1.5)  # the clients carry on in the new view
+        wait_calls(50, since=t_stop + exclusion + 0.2)  # the clients carry on in the new view
         stop_ev.set()
         for t in threads:
             t.join(30)

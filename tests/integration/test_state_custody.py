@@ -89,8 +89,9 @@ def test_a_donor_paused_mid_transfer_keeps_its_state_and_everyone_converges(bulk
     c.wait(lambda s: s[joiner] is not None and len(s[joiner]["members"]) == 4, [joiner], 30)
     donor = c.status(c.seeds[0])["members"][0]  # the oldest member pushes
     c.signal(donor, signal.SIGSTOP)
-    time.sleep(2.5)  # excluded meanwhile; the joiner asks another member
-    c.signal(donor, signal.SIGCONT)
+    rest = [a for a in [*c.seeds, joiner] if a != donor]
+    c.wait(lambda s: all(x and donor not in x["members"] for x in s.values()), rest, 30)
+    c.signal(donor, signal.SIGCONT)  # excluded meanwhile; another member serves the joiner
     c.wait_converged([*c.seeds, joiner], timeout=90)
     st = c.status(donor)
     assert st["ready"] and st["applied"] == c.status(joiner)["applied"]
@@ -173,9 +174,15 @@ def test_calls_keep_completing_while_100_mib_transfer_and_their_latency_is_print
                     errors.append(e)
                 samples.append((t, time.monotonic() - t))
 
+    def wait_samples(n: int, since: float = 0.0) -> None:
+        deadline = time.monotonic() + 30
+        while sum(1 for t, _ in samples if t >= since) < n:
+            assert time.monotonic() < deadline and th.is_alive(), "the client stopped calling"
+            time.sleep(0.05)  # polled, with a deadline
+
     th = threading.Thread(target=client, daemon=True)
     th.start()
-    time.sleep(3.0)
+    wait_samples(2000)
     joiner = c.addrs[3]
     t_join = time.monotonic()
     c.start(joiner)
@@ -184,7 +191,7 @@ def test_calls_keep_completing_while_100_mib_transfer_and_their_latency_is_print
         lambda s: all(x and x["ready"] and len(x["members"]) == 4 for x in s.values()), everyone, 90
     )
     t_done = time.monotonic()
-    time.sleep(3.0)
+    wait_samples(2000, since=t_done + 0.5)
     stop.set()
     th.join(30)
     c.wait_converged(everyone, timeout=30)

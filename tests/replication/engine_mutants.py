@@ -20,8 +20,10 @@ import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from unittest.mock import patch
 
+from replication import custody
 from replication.engine import Engine
 
 
@@ -36,9 +38,11 @@ class EngineMutant:
     attr: str
     #: (old, new) pairs: the one line containing `old` gets `old` replaced by `new`
     edits: tuple[tuple[str, str], ...]
+    #: what holds `attr`: the Engine class, or a module the engine calls through (custody)
+    owner: Any = Engine
 
     def build(self):
-        func = getattr(Engine, self.attr)
+        func = getattr(self.owner, self.attr)
         lines = textwrap.dedent(inspect.getsource(func)).split("\n")
         for old, new in self.edits:
             hits = [i for i, line in enumerate(lines) if old in line]
@@ -56,7 +60,7 @@ class EngineMutant:
 
     @contextmanager
     def apply(self) -> Iterator[None]:
-        with patch.object(Engine, self.attr, self.build()):
+        with patch.object(self.owner, self.attr, self.build()):
             yield
 
 
@@ -72,11 +76,12 @@ STALE_HOLDER = EngineMutant(
     "when nobody is ready, the first member (by rank) holding some state resumes from it, "
     "whether or not it is the latest: a view with no holder of the latest state counts as "
     "having one",
-    "_resolve",
+    "resolve",
     (
-        ("self.statuses[m][0] == latest", "self.statuses[m][0] is not None"),
-        ("winner = max(holders, key=", "winner = holders[0] or max(holders, key="),
+        ("statuses[m][0] == latest", "statuses[m][0] is not None"),
+        ("donor = max(holders, key=", "donor = holders[0] or max(holders, key="),
     ),
+    owner=custody,
 )
 
 CATALOG = (DROP_ON_MISSED_VIEWS, STALE_HOLDER)

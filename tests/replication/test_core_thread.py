@@ -44,9 +44,16 @@ def test_a_batch_end_runs_after_tick_inputs_under_sustained_load() -> None:
 def test_busy_for_measures_the_running_input_and_a_raising_input_does_not_kill_the_core() -> None:
     core = CoreThread("t-busy")
     assert core.busy_for() == 0.0
-    core.post(time.sleep, 0.3)
-    time.sleep(0.15)
-    assert 0.05 < core.busy_for() < 0.3
+    started, release = threading.Event(), threading.Event()
+    core.post(lambda: (started.set(), release.wait(10)))
+    assert started.wait(5)
+    t0 = time.monotonic()
+    while core.busy_for() < 0.05:  # it grows while the input runs
+        assert time.monotonic() - t0 < 5
+        release.wait(0.01)
+    release.set()
+    core.call(lambda: None).result(5)
+    assert core.busy_for() == 0.0
     core.post(lambda: 1 / 0)  # logged, not fatal
     assert core.call(lambda: 42).result(5) == 42
     core.stop()
