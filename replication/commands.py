@@ -101,5 +101,14 @@ def status_command(ref: str, ns: dict) -> int:
             f"cache {r['cache_entries']}, dropped {counters or 'none'}, "
             f"client port dropped {orb or 'none'}"
         )
+        why = [r.get("cut_off"), r.get("unavailable")]  # the reasons a replica does not serve
+        if r.get("custody"):
+            why.append(f"keeps the state it held in view {r.get('held_vid')} (custody)")
+        if r.get("core_hung"):
+            why.append(f"left the group {r['core_hung']} time(s) with its core busy too long")
+        if r.get("core_busy_s", 0) > 1:
+            why.append(f"core busy for {r['core_busy_s']:.1f} s")
+        for w in filter(None, why):
+            print(f"{r['addr']}: {w}")
     up = [r for r in rows if "error" not in r]
     return 0 if up else 1

@@ -20,6 +20,7 @@ from cluster import Cluster
 from orb import errors as st
 from orb.wire import Connection
 from replication import connect
+from replication.commands import status_command
 from state import codec
 
 pytestmark = [
@@ -57,7 +58,7 @@ class Cut:
             )
 
 
-def test_a_cut_off_replica_reports_not_primary_and_refuses_at_once(tmp_path):
+def test_a_cut_off_replica_reports_not_primary_and_refuses_at_once(tmp_path, capsys):
     c = Cluster("samples.counter:Counter", "part", 3, str(tmp_path))
     try:
         c.start_all()
@@ -70,6 +71,10 @@ def test_a_cut_off_replica_reports_not_primary_and_refuses_at_once(tmp_path):
             st_v = c.wait(lambda s: s[victim] and not s[victim]["primary"], [victim], 10)[victim]
             took = time.monotonic() - t0
             assert st_v["cut_off"] is None or "cut off" in st_v["cut_off"]
+            status_command(f"PYROGROUP:part@{victim}", {})  # says why it does not serve
+            out = capsys.readouterr().out
+            row = next(line for line in out.splitlines() if line.startswith(victim))
+            assert f"{victim}: {victim} is cut off" in out or "minority" in row, out
             # a call to the cut-off replica is refused at once, not after a timeout
             conn = Connection(victim, "cohort.part", 5.0)
             t1 = time.monotonic()
