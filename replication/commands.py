@@ -67,7 +67,7 @@ def status_command(ref: str, ns: dict) -> int:
         seen.add(addr)
         try:
             conn = Connection(addr, object_id(gref.group), 2.0, ssl_context)
-            st = conn.call("status", [], 5.0)
+            st = conn.call("status", [True], 5.0)
             conn.close()
         except Exception as e:
             rows.append({"addr": addr, "error": f"{type(e).__name__}: {e}"})

@@ -47,11 +47,14 @@ def spawn_replica(
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def replica_status(group: str, addr: str, timeout: float = 2.0) -> dict | None:
+def replica_status(
+    group: str, addr: str, timeout: float = 2.0, digest: bool = False
+) -> dict | None:
+    """One replica's status, or None if it does not answer; `digest=True` also hashes its state."""
     try:
         conn = Connection(addr, object_id(group), timeout)
         try:
-            return conn.call("status", [], timeout)
+            return conn.call("status", [digest], timeout)
         finally:
             conn.close()
     except Exception:
@@ -169,7 +172,7 @@ def run_demo(seconds: float = 12.0, clients: int = 4) -> int:
         # every live replica must hold the same state once the last call is applied everywhere
         deadline = time.monotonic() + 10
         while True:
-            sts = {a: replica_status(group, a) for a in live}
+            sts = {a: replica_status(group, a, digest=True) for a in live}
             digests = {(s or {}).get("digest") for s in sts.values()}
             applied = {(s or {}).get("applied") for s in sts.values()}
             if (len(digests) == 1 and None not in digests) or time.monotonic() > deadline:

@@ -174,11 +174,12 @@ class Replica:
         members = self.engine.view.members if self.engine and self.engine.view else self.seeds
         return GroupRef(self.group_name, tuple(members))
 
-    def status(self) -> dict:
-        """A snapshot of this replica for `cohort status` (thread-safe)."""
+    def status(self, digest: bool = True) -> dict:
+        """A snapshot of this replica for `cohort status` (thread-safe); `digest=False` skips
+        hashing the state, which costs about 3 ms per MiB of CPU."""
         if self._loop is None or not self._loop.is_running():
             return {"addr": self.listen, "running": False}
-        fut = asyncio.run_coroutine_threadsafe(self._status(), self._loop)
+        fut = asyncio.run_coroutine_threadsafe(self._status(digest), self._loop)
         return fut.result(5)
 
     # --- the loop thread -------------------------------------------------------------------------
@@ -439,16 +440,19 @@ class Replica:
             "primary": bool(view and view.primary),  # proxies' probes skip minority views
         }
 
-    async def _status(self) -> dict:
-        """Read on the loop (plain attribute reads), so a busy core does not delay it; the state
-        digest is computed on the core thread, or reported as None if the core is busy."""
+    async def _status(self, with_digest: bool = False) -> dict:
+        """Read on the loop (plain attribute reads), so a busy core does not delay it. The state
+        digest only when asked (`cohort status` and convergence checks ask; polls for readiness
+        do not: hashing a 100 MiB state on every poll took the CPU the others' calls needed); it is
+        hashed off the core and the loop, or reported as None if the core is busy."""
         e = self.engine
         view = e.view if e else None
         cut_off = self._cut_off()
         digest, entries = None, None
         if e is not None and self.core is not None:
             try:
-                fut = self.core.call(lambda: (e.digest_source() if e.ready else None, len(e.cache)))
+                want = bool(with_digest) and e.ready
+                fut = self.core.call(lambda: (e.digest_source() if want else None, len(e.cache)))
                 source, entries = await asyncio.wait_for(asyncio.wrap_future(fut), 2.0)
                 if isinstance(source, tuple):  # hash the frozen copy off the core and the loop
                     version, frozen = source

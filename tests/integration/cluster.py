@@ -75,13 +75,13 @@ class Cluster:
             timeout,
         )
 
-    def status(self, addr: str) -> dict | None:
-        return replica_status(self.group, addr, 1.0)
+    def status(self, addr: str, digest: bool = False) -> dict | None:
+        return replica_status(self.group, addr, 1.0, digest)
 
-    def wait(self, pred, addrs: list[str], timeout: float) -> dict:
+    def wait(self, pred, addrs: list[str], timeout: float, digest: bool = False) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            sts = {a: self.status(a) for a in addrs}
+            sts = {a: self.status(a, digest) for a in addrs}
             if pred(sts):
                 return sts
             if time.monotonic() > deadline:
@@ -99,7 +99,7 @@ class Cluster:
             digests = {s["digest"] for s in sts.values()}
             return len(views) == 1 and members == {frozenset(addrs)} and len(digests) == 1
 
-        return self.wait(ok, addrs, timeout)
+        return self.wait(ok, addrs, timeout, digest=True)
 
     def coordinator(self, among: list[str]) -> str:
         for a in among:
