@@ -1,6 +1,6 @@
 """The errors a client of a replicated object can meet, and how a remote exception travels.
 
-Why here and not in `replication`: the client side (`orb.proxy`) raises them without importing the
+Why here and not in `replication`: the client side (`cohort.orb.proxy`) raises them without importing the
 server side; `replication` re-exports them so users import everything from one place.
 """
 
@@ -11,28 +11,26 @@ from typing import Any
 
 import msgpack
 
+from cohort.errors import CohortError
+
 # reply status codes of the replica dispatcher's `invoke`
 OK, ERROR, NO_QUORUM, RETRY, STALE = range(5)
 
 
-class CohortError(Exception):
-    """Base class of Cohort's named errors."""
-
-
-class GroupUnavailable(CohortError):
+class GroupUnavailable(CohortError, ConnectionError):
     """No replica of the group could be reached (or none answered) before the call's deadline."""
 
 
-class NoQuorum(CohortError):
+class NoQuorum(CohortError, ConnectionError):
     """The replicas reached are cut off from a majority of the group, so they may not act."""
 
 
-class StaleRequest(CohortError):
+class StaleRequest(CohortError, LookupError):
     """The replicas no longer remember this request: its reply was dropped from the reply cache.
 
     Raised for a retry (same client id and request id) whose entry was pruned: either the client
     had reported it done, or the per-client cap of the replicas' reply cache
-    (`replication.cache.ReplyCache.MAX_ENTRIES` / `MAX_BYTES`) evicted it because this client
+    (`cohort.replication.cache.ReplyCache.MAX_ENTRIES` / `MAX_BYTES`) evicted it because this client
     kept too many calls outstanding. The request will never execute again, but whether it
     executed once is unknown. `request_id` is the proxy's number for it.
     """

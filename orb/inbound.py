@@ -5,7 +5,7 @@ a traceback when it is not ASCII, and inflates a compressed body in one call wha
 to. Here each step is checked against `ServerLimits` before the bytes it announces are read or
 produced. A failed check raises `Refused(counter, reason)`: the counter is the `orb.*` name the
 server counts it under, the reason a sentence the client may be sent. Everything here is pure
-(no I/O, no clock), so `orb.wire` stays the only module that touches sockets and threads.
+(no I/O, no clock), so `cohort.orb.wire` stays the only module that touches sockets and threads.
 
 What honest clients send is decoded exactly as Pyro5's own serializers decode it: the msgpack call
 passes the same hooks, and adds only length and container bounds that a well-formed body of that
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from cohort.orb.limits import JSON_ID, MSGPACK_ID, SERPENT_ID, ServerLimits
 from Pyro5 import protocol, serializers
 
-from orb.limits import JSON_ID, MSGPACK_ID, SERPENT_ID, ServerLimits
+from cohort.errors import CohortError
 
 HEADER_SIZE = protocol._header_size
 _HEADER = struct.Struct(protocol._header_format)
@@ -31,7 +32,7 @@ _BY_ID = {s.serializer_id: s for s in serializers.serializers.values()}
 SAFE_IDS = frozenset({MSGPACK_ID, SERPENT_ID, JSON_ID})
 
 
-class Refused(Exception):
+class Refused(CohortError):
     """An input the server drops: `counter` names the `orb.*` counter, `reason` says why."""
 
     def __init__(self, counter: str, reason: str, header: Header | None = None) -> None:

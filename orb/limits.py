@@ -31,7 +31,7 @@ JSON_ID = serializers.serializers["json"].serializer_id
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
-    """Limits of one `orb.wire.WireServer`; sizes in bytes, durations in seconds."""
+    """Limits of one `cohort.orb.wire.WireServer`; sizes in bytes, durations in seconds."""
 
     #: msgpack body (after decompression). msgpack decodes in C at hundreds of MB/s but holds
     #: the GIL for the whole body, even on the worker thread: an array of nils costs ~10 ns per

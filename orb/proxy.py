@@ -35,12 +35,11 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from cohort.orb import errors
+from cohort.orb.refs import GroupRef, object_id, parse_ref
+from cohort.orb.wire import Connection
+from cohort.state.codec import SerializationError, dumps, loads
 from Pyro5 import errors as pyro_errors
-
-from orb import errors
-from orb.refs import GroupRef, object_id, parse_ref
-from orb.wire import Connection
-from state.codec import SerializationError, dumps, loads
 
 _CONNECTION_ERRORS = (OSError, EOFError, pyro_errors.ProtocolError, pyro_errors.CommunicationError)
 
@@ -419,3 +418,14 @@ class _Method:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._proxy._invoke(self._name, args, kwargs)
+
+
+def connect(ref: str | GroupRef, **options: Any) -> GroupProxy:
+    """A proxy for the group `ref` (`PYROGROUP:name@host:port,...` or `PYROGROUPNAME:name`).
+
+    Options: `timeout` (whole call, with failover; default 30 s), `attempt_timeout` (one replica;
+    default 3 s), `probe_interval` (while a call waits, ask another replica for its view this
+    often and leave a replica the group excluded; default 0.1 s, 0 turns it off), `pool_size`,
+    `ns_host`/`ns_port` (name server), `ssl_context`.
+    """
+    return GroupProxy(ref, **options)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orb.errors import GroupUnavailable
-from orb.wire import parse_addr
+from cohort.orb.errors import GroupUnavailable
+from cohort.orb.wire import parse_addr
 
 #: metadata tag a replica registers under in a Pyro5 name server
 NS_META = "cohort-group:"

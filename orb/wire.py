@@ -9,7 +9,7 @@ plain `Pyro5.api.Proxy` can still connect to a replica. Only Pyro5's safe serial
 
 Theory of operation (hardening). The loop also runs the replica's heartbeats, so a client must never
 make it parse, allocate or wait without bound. Per message: the 40-byte header is checked against
-`ServerLimits` (`orb.inbound.parse_header`) before its body is read; a small body is read and
+`ServerLimits` (`cohort.orb.inbound.parse_header`) before its body is read; a small body is read and
 decoded inline (the common call pays nothing extra); a large one first takes room in a byte budget
 shared by all connections, then is inflated (bounded) and decoded on one worker thread. Per
 connection: a sweep task cuts a connection that completes no message for `idle_timeout`
@@ -32,11 +32,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from Pyro5 import errors as pyro_errors
-from Pyro5 import protocol, serializers
-
-from orb.budget import ByteBudget
-from orb.inbound import (
+from cohort.orb.budget import ByteBudget
+from cohort.orb.inbound import (
     HEADER_SIZE,
     Header,
     Refused,
@@ -45,7 +42,11 @@ from orb.inbound import (
     parse_annotations,
     parse_header,
 )
-from orb.limits import ServerLimits
+from cohort.orb.limits import ServerLimits
+from Pyro5 import errors as pyro_errors
+from Pyro5 import protocol, serializers
+
+from cohort.net import parse_addr
 
 log = logging.getLogger("cohort.orb")
 
@@ -59,13 +60,6 @@ SAFE_SERIALIZERS = {
 
 #: one exposed object: method name -> callable (sync, or async for calls that wait on the group)
 Methods = dict[str, Callable[..., Any]]
-
-
-def parse_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"address must be host:port, got {addr!r}")
-    return host, int(port)
 
 
 def _frame(msgtype: int, seq: int, ser_id: int, payload: bytes, flags: int = 0) -> bytes:
@@ -99,7 +93,7 @@ class _Conn:
 class WireServer:
     """An asyncio server for Pyro5 clients. `objects` maps an object id to its exposed methods.
 
-    Every input is bounded by `limits` (see `orb.limits`) before it is read or decoded, and every
+    Every input is bounded by `limits` (see `cohort.orb.limits`) before it is read or decoded, and every
     dropped input is counted in `counters` under an `orb.*` name: `orb.too_large`,
     `orb.expansion`, `orb.bad_annotation`, `orb.bad_message`, `orb.bad_connection`,
     `orb.refused_serializer`, `orb.refused_connection`, `orb.idle_timeout`,

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cohort.errors import CohortError
+
 STYLES = ("active", "passive")
 T = TypeVar("T")
 
 
-class ReplicationError(TypeError):
+class ReplicationError(CohortError, TypeError):
     """A class or method that cannot be replicated as written; the message says what to change."""
 
 

@@ -7,7 +7,7 @@ it the state. The `Engine` is single-threaded and sans-I/O; this thread feeds it
 the order they were posted, and runs the callbacks it schedules for the end of a batch (the
 calls of one batch leave as one cast) once the queue is empty. The loop stays responsive as long
 as the core's work releases the GIL now and then, which Python code does every few milliseconds
-(snapshots are encoded a chunk at a time for that reason, `state.stream`).
+(snapshots are encoded a chunk at a time for that reason, `cohort.state.stream`).
 
 `busy_for()` tells the driver how long the current task has run: a core busy beyond the
 replica's bound counts as hung (`Replica(busy_limit=...)`).

@@ -12,7 +12,7 @@ Ordered messages (msgpack arrays, cast in total order):
   BATCH [3, [INV or QRY, ...]]   the calls a replica received in one event-loop tick, one cast
                                  (one pass through the stack for many calls; they share a position)
   STATUS [4, vid, held, seen, applied, ready]   each member's, at the install of a primary view
-Point-to-point messages: the state transfer of `replication.transfer` (HDR, CHUNK, ACK, END) and
+Point-to-point messages: the state transfer of `cohort.replication.transfer` (HDR, CHUNK, ACK, END) and
   REQ [12, vid]   a joiner whose transfer failed its checks asks its donor again
 
 When a reply is safe (design.md §4 property 10): an invocation is answered once the stack reports it
@@ -29,7 +29,7 @@ current resumes from it and sends it to the others; if nobody holds it, the view
 
 State transfer: a joiner buffers every ordered delivery from its first view on, tagged (view, pos).
 The donor (the youngest member that was in the previous view) pushes a snapshot cut at the view that
-admitted the joiner, streamed a chunk at a time (`state.stream`); a session survives view changes that
+admitted the joiner, streamed a chunk at a time (`cohort.state.stream`); a session survives view changes that
 keep both sides. The joiner applies exactly the buffered deliveries after the cut.
 """
 
@@ -44,15 +44,14 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
-
-from orb import errors as st
-from replication import custody
-from replication.api import class_info, run_in_context
-from replication.cache import ReplyCache
-from replication.custody import FORMING, READY
-from replication.transfer import ACK, CHUNK, END, HDR, Incoming, Session
-from state import codec, stream
-from state import snapshot as snap
+from cohort.orb import errors as st
+from cohort.replication import custody
+from cohort.replication.api import class_info, run_in_context
+from cohort.replication.cache import ReplyCache
+from cohort.replication.custody import FORMING, READY
+from cohort.replication.transfer import ACK, CHUNK, END, HDR, Incoming, Session
+from cohort.state import codec, stream
+from cohort.state import snapshot as snap
 
 log = logging.getLogger("cohort.replica")
 
@@ -545,7 +544,7 @@ class Engine:
 
     def state_digest(self) -> str:
         """Hash of the replicated state (user state, reply cache, applied count): equal on replicas
-        that applied the same prefix (R1). Streamed (`state.stream`), so a large state is hashed
+        that applied the same prefix (R1). Streamed (`cohort.state.stream`), so a large state is hashed
         a record at a time, and remembered until the next ordered message or install."""
         source = self.digest_source()
         if isinstance(source, str):
@@ -603,7 +602,7 @@ class Engine:
             self._resolve()
 
     def _resolve(self) -> None:
-        """Act on the status round's decision (`replication.custody.resolve`), which every
+        """Act on the status round's decision (`cohort.replication.custody.resolve`), which every
         member reaches alike at the same point of the total order."""
         members, vid = self.view.members, tuple(self.view.vid)
         log.info("%s: status round of view %s: %s", self.me, vid, self.statuses)

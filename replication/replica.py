@@ -20,17 +20,18 @@ import threading
 import time
 from typing import Any
 
-from orb import errors as st
-from orb.limits import ServerLimits
-from orb.refs import GroupRef, object_id, register, unregister
-from orb.wire import WireServer, parse_addr
-from replication.api import class_info
-from replication.core_thread import CoreThread
-from replication.engine import Engine
-from stack import aio
-from stack.events import Block, Deliver, DeliverSend, Exit, Safe
-from stack.events import View as ViewEv
-from state import codec, stream
+from cohort.orb import errors as st
+from cohort.orb.limits import ServerLimits
+from cohort.orb.refs import GroupRef, object_id, register, unregister
+from cohort.orb.wire import WireServer, parse_addr
+from cohort.replication.api import class_info
+from cohort.replication.core_thread import CoreThread
+from cohort.replication.engine import Engine
+from cohort.stack.events import Block, Deliver, DeliverSend, Exit, Safe
+from cohort.stack.events import View as ViewEv
+from cohort.stack.transport import Group, JoinTimeout, tcp_handlers
+from cohort.stack.transport import join as join_group
+from cohort.state import codec, stream
 
 log = logging.getLogger("cohort.replica")
 #: seconds; see `Replica.start`
@@ -38,7 +39,7 @@ SWITCH_INTERVAL = 0.001
 #: seconds after a view's install before an expired lease counts as cut off: the first
 #: heartbeat echoes of the new view renew it (suspect.interval 0.1 s)
 LEASE_GRACE = 0.5
-#: the core thread's priority below the loop's (`replication.core_thread`)
+#: the core thread's priority below the loop's (`cohort.replication.core_thread`)
 CORE_NICE = 10
 
 
@@ -50,7 +51,7 @@ class Replica:
     replicas; a group forms when a majority of them has started. `busy_limit`: seconds one
     input (a method, a snapshot, a state install) may keep the core busy before the replica
     counts as hung and leaves (it rejoins with its state when free; docs/replication.md).
-    `server_limits`: what the client port accepts (`orb.limits.ServerLimits`, defaults if None).
+    `server_limits`: what the client port accepts (`cohort.orb.limits.ServerLimits`, defaults if None).
     """
 
     def __init__(
@@ -102,7 +103,7 @@ class Replica:
         self.hung = 0  # times the core was busy beyond busy_limit
         self.loop_lag_max = 0.0  # seconds: the longest the loop was late for a timer
         self.engine: Engine | None = None
-        self.group: aio.Group | None = None
+        self.group: Group | None = None
         self.view_history: list[tuple] = []
         self._blocked_since: float | None = None
         self._view_since = 0.0  # when the current view was installed (loop time)
@@ -208,7 +209,7 @@ class Replica:
         methods.update(invoke=self._invoke, describe=self._describe, status=self._status)
         self._server = WireServer({object_id(self.group_name): methods}, limits=self.server_limits)
         # watchers (fast crash detection) and, on the TCP transport, group peers connect here too
-        self._server.raw_handlers.update(aio.tcp_handlers(self.listen))
+        self._server.raw_handlers.update(tcp_handlers(self.listen))
         await self._server.start(host, port, ssl=self.ssl_context)
         self.core = CoreThread(f"replica-core-{self.listen}", nice=CORE_NICE)
         await self._join()
@@ -216,7 +217,7 @@ class Replica:
         self._spawn(self._watch_core())
 
     async def _join(self) -> None:
-        self.group = await aio.join(
+        self.group = await join_group(
             self.group_name,
             self.listen,
             self.seeds,
@@ -271,7 +272,7 @@ class Replica:
         if self.engine is not None and self.engine.ready and not self._ready.is_set():
             self._ready.set()
 
-    async def _pump(self, group: aio.Group, engine: Engine) -> None:
+    async def _pump(self, group: Group, engine: Engine) -> None:
         """Feed the group's events to the core, in order."""
         loop = asyncio.get_running_loop()
         post = self.core.post
@@ -305,7 +306,7 @@ class Replica:
             await asyncio.sleep(0.2)
             try:
                 await self._join()
-            except aio.JoinTimeout as e:
+            except JoinTimeout as e:
                 log.error("%s: could not rejoin: %s", self.listen, e)
 
     def _cut_off(self) -> str | None:

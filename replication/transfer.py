@@ -2,7 +2,7 @@
 
 Why a session per snapshot and not per joiner: two replicas joining at once (or a group that lost
 its donor and re-asks) used to cost one full snapshot each, built on the event loop. A session
-freezes the state once (`state.stream.freeze`), encodes it lazily chunk by chunk as the slowest
+freezes the state once (`cohort.state.stream.freeze`), encodes it lazily chunk by chunk as the slowest
 recipient's window allows, and keeps only the chunks some recipient has not acknowledged.
 
 Protocol (point-to-point, within one view; the engine drives it):
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from state.stream import SnapshotReader, SnapshotWriter
+from cohort.state.stream import SnapshotReader, SnapshotWriter
 
 CHUNK, HDR, ACK, END = 10, 11, 14, 15
 #: state-transfer chunks in flight per recipient

@@ -1,6 +1,6 @@
 """A replicated bank: transfers must conserve money on every replica, through crashes and joins."""
 
-from replication import query, replicated
+from cohort import query, replicated
 
 
 @replicated

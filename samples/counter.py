@@ -1,6 +1,6 @@
 """A replicated counter: the smallest useful replicated object (design.md §1)."""
 
-from replication import query, replicated
+from cohort import query, replicated
 
 
 @replicated

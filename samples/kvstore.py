@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from replication import query, replicated
+from cohort import query, replicated
 
 
 @replicated

@@ -1,7 +1,7 @@
 """A replicated lock service with leases: expiry uses `replication.now()`, the time chosen by the
 replica that ordered the call, so every replica agrees on whether a lease has run out."""
 
-from replication import now, query, replicated
+from cohort import now, query, replicated
 
 
 @replicated

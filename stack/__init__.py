@@ -4,11 +4,11 @@ The public surface: compose a stack, run an Endpoint (driven by the simulator or
 and the event and view types it speaks.
 """
 
-from stack.compose import PRESETS, StackConfigError, StackSpec, compose
-from stack.events import Block, Deliver, DeliverSend, Exit, Safe
-from stack.events import View as ViewEvent
-from stack.runtime import Endpoint
-from stack.view import View
+from cohort.stack.compose import PRESETS, StackConfigError, StackSpec, compose
+from cohort.stack.events import Block, Deliver, DeliverSend, Exit, Safe
+from cohort.stack.events import View as ViewEvent
+from cohort.stack.runtime import Endpoint
+from cohort.stack.view import View
 
 __all__ = [
     "PRESETS",

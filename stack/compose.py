@@ -11,7 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from stack.layers import REGISTRY
+from cohort.stack.layers import REGISTRY
+
+from cohort.errors import CohortError
 
 #: frag sits above every ordering layer (fragments are ordered and retransmitted one by one; a
 #: message is delivered at its last fragment's place) and flow right above flush (it sees every
@@ -37,7 +39,7 @@ WHY = {
 }
 
 
-class StackConfigError(ValueError):
+class StackConfigError(CohortError, ValueError):
     """An impossible stack or an unknown parameter; the message says what to change."""
 
 

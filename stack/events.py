@@ -98,7 +98,7 @@ class Oob:
 class View:
     """A new view is installed (up). Emitted by gms, it ends the current view for every layer."""
 
-    view: Any  # stack.view.View
+    view: Any  # cohort.stack.view.View
 
 
 @dataclass(slots=True, frozen=True)
@@ -134,7 +134,7 @@ class Safe:
 class Backpressure:
     """The flow layer's window of unstable casts is full (`blocked`) or has room again (up).
 
-    While blocked the application should stop casting (`stack.aio.Group.cast` awaits); casts made
+    While blocked the application should stop casting (`cohort.stack.transport.group.Group.cast` awaits); casts made
     anyway are queued in the flow layer, not lost.
     """
 
@@ -144,7 +144,7 @@ class Backpressure:
 @dataclass(slots=True, frozen=True)
 class Refused:
     """The group refused to admit us, or our credentials do not match its own (up, to the
-    application; `stack.aio.join` raises `JoinRefused` with `reason`, which says what to check)."""
+    application; `cohort.stack.transport.group.join` raises `JoinRefused` with `reason`, which says what to check)."""
 
     reason: str
 
@@ -252,7 +252,7 @@ class Granted:
 
 @dataclass(slots=True, frozen=True)
 class Keys:
-    """auth hands this view's keyring (`stack.layers.keyring.Keyring`) and a fresh random key for
+    """auth hands this view's keyring (`cohort.stack.layers.keyring.Keyring`) and a fresh random key for
     the next view this member may install to encrypt and gms (up; gms consumes it). Local only."""
 
     ring: Any

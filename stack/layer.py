@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from stack.view import View
+from cohort.stack.view import View
 
 
 class Context(Protocol):

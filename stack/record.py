@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from stack.events import Deliver, Safe
-from stack.trace import DELIVER, INSTALL, LEAVE, SAFE, SEND
-from stack.view import View
+from cohort.stack.events import Deliver, Safe
+from cohort.stack.trace import DELIVER, INSTALL, LEAVE, SAFE, SEND
+from cohort.stack.view import View
 
 Sink = Callable[..., None]  # sink(kind, *data): appends one record for this member
 

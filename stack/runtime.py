@@ -23,10 +23,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from stack import wire
-from stack.batch import unbatch
-from stack.compose import StackSpec
-from stack.events import (
+from cohort.stack import wire
+from cohort.stack.compose import StackSpec
+from cohort.stack.events import (
     Block,
     BlockOk,
     Cast,
@@ -42,8 +41,8 @@ from stack.events import (
     Timer,
     View,
 )
-from stack.view import View as ViewRec
-from stack.view import joining_view
+from cohort.stack.view import View as ViewRec
+from cohort.stack.view import joining_view
 
 FUTURE_LIMIT = 4096
 
@@ -166,13 +165,13 @@ class Endpoint:
         self._run()
 
     def receive_datagram(self, src: str | None, datagram: bytes, now: float | None = None) -> None:
-        """A datagram of concatenated packets (see stack.batch): one dispatch run for all."""
+        """A datagram of concatenated packets (see cohort.stack.transport.datagrams): one dispatch run for all."""
         if not self.alive:
             return
         if now is not None:
             self.now = now
         n = 0
-        for obj in unbatch(datagram):
+        for obj in wire.unbatch(datagram):
             n += 1
             pkt = wire.validate(obj)
             if pkt is None:

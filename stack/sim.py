@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
-from stack import check as checker
-from stack.compose import StackSpec, compose
-from stack.events import Deliver
-from stack.fdsock import watched
-from stack.record import Recorder
-from stack.runtime import Endpoint
-from stack.trace import CRASH, PAUSE, RESUME, Trace
-from stack.view import View
+from cohort.stack import check as checker
+from cohort.stack.compose import StackSpec, compose
+from cohort.stack.events import Deliver
+from cohort.stack.record import Recorder
+from cohort.stack.runtime import Endpoint
+from cohort.stack.trace import CRASH, PAUSE, RESUME, Trace
+from cohort.stack.view import View, watched
 
 #: timing used by simulations unless a test says otherwise: a "fast" LAN profile
 SIM_PARAMS: dict[str, dict[str, Any]] = {
@@ -111,7 +110,7 @@ class Sim:
     def join(self, addr: str) -> None:
         self._spawn(addr, None)
 
-    #: model `stack.fdsock`: a crash closes the TCP connection its ring watcher holds, which tells
+    #: model `cohort.stack.transport.fdsock`: a crash closes the TCP connection its ring watcher holds, which tells
     #: the watcher after `fd_delay` (a class default so sweeps can switch it on for every scenario)
     fd_notify: bool = False
     fd_delay: float = 0.001
@@ -567,8 +566,8 @@ def _unicast(sim: Sim, src: str, dest: str, payloads: list[bytes]) -> None:
 
 def _watch_unicasts(sim: Sim, addr: str) -> None:
     """Record `addr`'s unicast deliveries (UDELIVER): the endpoint's recorder sees only casts."""
-    from stack.events import DeliverSend
-    from stack.events import View as ViewEv
+    from cohort.stack.events import DeliverSend
+    from cohort.stack.events import View as ViewEv
 
     if not sim.record or addr not in sim.eps:
         return

@@ -18,7 +18,7 @@ Record kinds and their `data` tuples (vid = (ltime, coordinator) as a 2-tuple):
 - ``crash``, ``leave``, ``pause``, ``resume``: ().
 
 Generator records (written by a scenario generator that knows the faults it injects; the fault-aware
-checks of `stack.check_faults` need them, and skip themselves without):
+checks of `cohort.stack.check.faults` need them, and skip themselves without):
 
 - ``schedule``: (repair bound in seconds | None). Every fault of this run is recorded.
 - ``cut``: (receiver,), member = sender: that link stops working. ``heal``: (): all links work.

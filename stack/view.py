@@ -30,7 +30,7 @@ class View:
     tag: int = field(default=0, compare=False)
     #: the flush ballot that installed this view (relays of the view carry it)
     ballot: tuple | None = field(default=None, compare=False)
-    #: this endpoint's key material for the view (secure stacks: a `stack.layers.keyring.Keyring`,
+    #: this endpoint's key material for the view (secure stacks: a `cohort.stack.layers.keyring.Keyring`,
     #: delivered by the key transport of the install). Local only: never compared, printed or sent
     keys: Any = field(default=None, compare=False, repr=False)
 
@@ -79,3 +79,17 @@ def joining_view(addr: str, seeds: tuple[str, ...] = ()) -> View:
     cannot both create it.
     """
     return View((0, addr), (addr,), primary=False, last_primary=tuple(seeds) or (addr,))
+
+
+def watched(view: View | None, me: str) -> str | None:
+    """The member `me` watches in `view`: the one ranked just above (rank 0 watches the last).
+
+    A pure function of the view, shared by fast crash detection (`transport.fdsock`) and the
+    simulator's model of it."""
+    if view is None:
+        return None
+    members = view.members
+    r = view.rank(me)
+    if r < 0 or len(members) < 2:
+        return None
+    return members[r - 1]

@@ -9,6 +9,7 @@ Out-of-view:     [OOB, sender_address, msg]                        (join, view i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -54,3 +55,14 @@ def validate(pkt: object) -> list | None:
     ):
         return None
     return pkt
+
+
+def unbatch(datagram: bytes) -> Iterator[object]:
+    """The decoded packets of a datagram of concatenated packets (drivers pack them per loop tick,
+    `cohort.stack.transport.datagrams`); stops quietly at the first malformed byte."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=True)
+    unpacker.feed(datagram)
+    try:
+        yield from unpacker
+    except Exception:  # garbage after valid packets: the rest is dropped (and counted by caller)
+        return

@@ -5,7 +5,7 @@ and by replication (replica state), and neither should pull in the other. It dep
 standard library and msgpack only, never on `stack`, `replication` or `orb`.
 """
 
-from state.codec import (
+from cohort.state.codec import (
     DecodeError,
     SerializationError,
     dumps,
@@ -15,7 +15,7 @@ from state.codec import (
     serializable,
     unregister,
 )
-from state.snapshot import CHUNK_SIZE, Assembler, Snapshot, SnapshotError, digest, split
+from cohort.state.snapshot import CHUNK_SIZE, Assembler, Snapshot, SnapshotError, digest, split
 
 __all__ = [
     "CHUNK_SIZE",

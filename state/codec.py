@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 import msgpack
 from msgpack import ExtType, Packer
 
+from cohort.errors import CohortError
+
 __all__ = ["SerializationError", "DecodeError", "dumps", "loads"]
 __all__ += ["register", "register_dataclass", "serializable", "unregister"]
 __all__ += ["Encoded", "packer", "unpacker"]
@@ -44,7 +46,7 @@ _HINT = "declare a codec with state.register(...) or convert it to a msgpack typ
 _HINT += "int, float, str, bytes, list, dict, tuple, set, datetime, dataclass)"
 
 
-class SerializationError(TypeError):
+class SerializationError(CohortError, TypeError):
     """A value cannot be carried; `dumps` sets `type_name` and `path` (its place in the value)."""
 
     def __init__(self, message: str, *, type_name: str = "", path: str = "") -> None:
@@ -57,7 +59,7 @@ def _fail(type_name: str, path: str, reason: str) -> SerializationError:
     return SerializationError(msg, type_name=type_name, path=path)
 
 
-class DecodeError(ValueError):
+class DecodeError(CohortError, ValueError):
     """Bytes that are not a valid encoding here: truncated, corrupt, or an unregistered codec."""
 
 
@@ -169,7 +171,7 @@ _DECODE[DATACLASS], _OWNER[DATACLASS] = _dec_dataclass, "registered dataclasses"
 class Encoded(bytes):
     """Bytes that already are `dumps(value)`: packed as an ext that decodes back to `value`.
 
-    Why: a streamed snapshot (`state.stream`) encodes the values it cannot share safely with the
+    Why: a streamed snapshot (`cohort.state.stream`) encodes the values it cannot share safely with the
     live state (mutable objects of user types) at the cut, then carries the bytes; the reader
     gets the value, not the bytes."""
 
@@ -179,7 +181,7 @@ _DECODE[ENCODED], _OWNER[ENCODED] = lambda d: _unpack(d), "encoded values"
 
 
 def packer() -> Packer:
-    """A Packer with this codec's types (for streams of many values, `state.stream`)."""
+    """A Packer with this codec's types (for streams of many values, `cohort.state.stream`)."""
     return _packer()
 
 

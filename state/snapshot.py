@@ -21,6 +21,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from cohort.errors import CohortError
+
 __all__ = ["CHUNK_SIZE", "SnapshotError", "digest", "split", "Assembler", "Snapshot"]
 
 CHUNK_SIZE = 32 * 1024
@@ -28,7 +30,7 @@ CHUNK_SIZE = 32 * 1024
 per-chunk header is negligible."""
 
 
-class SnapshotError(ValueError):
+class SnapshotError(CohortError, ValueError):
     """A chunk or an assembled snapshot does not match what the donor announced."""
 
 
@@ -136,7 +138,7 @@ class Snapshot:
     `vid` is the view id `(ltime, coordinator)` the snapshot was cut in; `pos` counts the
     ordered deliveries of that view already reflected in `data` (the joiner applies view
     messages from `pos` on); `applied` counts every ordered invocation ever applied, a
-    cross-view sanity check; `data` is the encoded state (`state.codec.dumps`).
+    cross-view sanity check; `data` is the encoded state (`cohort.state.codec.dumps`).
     """
 
     vid: tuple[int, str]
@@ -147,7 +149,7 @@ class Snapshot:
     def header(self, chunk_size: int = CHUNK_SIZE) -> dict[str, Any]:
         """Everything but the data, plus what the joiner needs to check it: `size`,
         `chunk_size`, `chunks` (the length of `self.chunks(chunk_size)`) and `digest`. All values
-        are plain msgpack types (vid is a tuple, which `state.codec` carries)."""
+        are plain msgpack types (vid is a tuple, which `cohort.state.codec` carries)."""
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         return {

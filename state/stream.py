@@ -37,8 +37,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from state import codec
-from state.snapshot import CHUNK_SIZE, SnapshotError
+from cohort.state import codec
+from cohort.state.snapshot import CHUNK_SIZE, SnapshotError
 
 __all__ = ["freeze", "digest", "SnapshotWriter", "SnapshotReader", "BATCH_BYTES", "OPEN_LEN"]
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from replication.cli import main
+from cohort.replication.cli import main
 
 
 def test_sim_reports_zero_violations_and_exits_zero(capsys):

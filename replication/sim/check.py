@@ -1,4 +1,4 @@
-"""Replica properties over a finished `ReplicaWorld` run (the replication layer's `stack.check`).
+"""Replica properties over a finished `ReplicaWorld` run (the replication layer's `cohort.stack.check`).
 
 Why: the stack's checker proves the group delivered what it should; these say what a client of
 the replicated object cares about, on the engines' final states and what the clients were told.
@@ -23,8 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cohort.errors import CohortError
+
 if TYPE_CHECKING:
-    from replication.sim.world import ReplicaWorld
+    from cohort.replication.sim.world import ReplicaWorld
 
 __all__ = ["Violation", "ReplicaPropertyError", "check", "report", "assert_ok"]
 
@@ -43,7 +45,7 @@ class Violation:
         return f"[{self.prop}] {self.detail}{who}"
 
 
-class ReplicaPropertyError(AssertionError):
+class ReplicaPropertyError(CohortError, AssertionError):
     def __init__(self, world: ReplicaWorld, violations: list[Violation]) -> None:
         super().__init__(report(world, violations))
         self.seed = world.seed

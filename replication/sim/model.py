@@ -3,7 +3,7 @@ that the checker can find again.
 
 Why a notional size: the cascade this package reproduces needs a 400 MiB state, and a sweep runs
 hundreds of worlds. `Bulk` keeps `blocks` as small tokens (one int per block) and declares through
-`sim_size()` that each stands for `BLOCK` bytes; the cost model (`replication.sim.world.Cost`)
+`sim_size()` that each stands for `BLOCK` bytes; the cost model (`cohort.replication.sim.world.Cost`)
 charges snapshots, installs and methods by that size, so virtual time behaves as if the bytes
 were there while the real transfer stays a few KiB.
 
@@ -14,7 +14,7 @@ updates it reflects (R-lost) and whether any ran twice (R-once).
 
 from __future__ import annotations
 
-from replication.api import query, replicated
+from cohort.replication.api import query, replicated
 
 MiB = 1 << 20
 #: notional bytes per block of `Bulk.blocks`

@@ -1,16 +1,16 @@
 """Scenarios for `ReplicaWorld`: the 400 MiB join (the cascade) and random fault schedules.
 
 Each function builds a world from a seed, runs it to the end (faults, then quiet until the group
-must have settled) and returns it for `replication.sim.check`. Times are virtual seconds.
+must have settled) and returns it for `cohort.replication.sim.check`. Times are virtual seconds.
 """
 
 from __future__ import annotations
 
 import random
 
-from orb import errors as st
-from replication.sim.world import Cost, ReplicaWorld
-from stack.sim import Net
+from cohort.orb import errors as st
+from cohort.replication.sim.world import Cost, ReplicaWorld
+from cohort.stack.sim import Net
 
 __all__ = ["form", "fill", "cascade", "random_world"]
 
@@ -46,7 +46,9 @@ def cascade(
     """Three replicas with `mib` MiB of state, two clients updating, and a fourth joins: the
     scenario of the 400 MiB cascade (before the fix the donor, snapshotting on its loop, was
     excluded, and the replicas that came back dropped their states)."""
-    replay = f"replication.sim.scenario.cascade({seed}, {core!r}, mib={mib}, members={members})"
+    replay = (
+        f"cohort.replication.sim.scenario.cascade({seed}, {core!r}, mib={mib}, members={members})"
+    )
     world = ReplicaWorld(seed, members, core=core, params=params, replay=replay)
     form(world)
     fill(world, mib)
@@ -65,7 +67,7 @@ def random_world(seed: int, core: str = "thread", members: int = 3, mib: int = 0
     partition), joins, loss; then quiet until the group must settle."""
     rng = random.Random(seed * 104_729 + members)
     net = Net(loss=rng.choice([0.0, 0.0, 0.01, 0.05]), reorder=rng.choice([0.0, 0.05]))
-    replay = f"replication.sim.scenario.random_world({seed}, {core!r}, {members}, mib={mib})"
+    replay = f"cohort.replication.sim.scenario.random_world({seed}, {core!r}, {members}, mib={mib})"
     world = ReplicaWorld(seed, members, core=core, net=net, replay=replay)
     saved, world.sim.net = world.sim.net, Net()
     form(world)

@@ -1,4 +1,4 @@
-"""The replica core on a simulated group: one `Engine` per `stack.sim.Sim` member, in virtual time.
+"""The replica core on a simulated group: one `Engine` per `cohort.stack.sim.Sim` member, in virtual time.
 
 Why: the engine's custody and transfer logic only fails in interleavings of views, pauses and
 slow work (the 400 MiB cascade: a donor busy snapshotting was excluded, and every replica that
@@ -12,7 +12,7 @@ Theory of operation:
   Exit) to that member's `Core`, which feeds them to its engine in order, as `replica.Replica`'s
   pump does. The engine's casts and sends go back through `Sim.cast` and `Sim.send`. The engine
   reads time and entropy only from the world: `clock` and `wallclock` are `sim.now`, `entropy`
-  draws from a `random.Random` seeded by the world's seed (as `stack.runtime` gives layers
+  draws from a `random.Random` seeded by the world's seed (as `cohort.stack.runtime` gives layers
   `ctx.now` and `ctx.rng`). One seed, one run.
 - The core. Each `Core` runs one input at a time (a group event, a client call, or the
   end-of-batch callbacks the engine schedules, as `core_thread.CoreThread` does). An input runs at
@@ -25,14 +25,14 @@ Theory of operation:
       heartbeats sent, exactly a blocked loop. Outputs leave when it resumes.
   A fault pause (a stopped process) stops both the endpoint and the core.
 - The cost model. `Cost` charges virtual seconds by notional size (`sim_size()` of the user
-  object, `replication.sim.model`): starting a snapshot session costs size / `rate` (the whole
+  object, `cohort.replication.sim.model`): starting a snapshot session costs size / `rate` (the whole
   encoding, charged when the cut is taken; in the thread architecture it is spread over chunk
   sends, which changes only when the chunks leave, not whether the endpoint is responsive), an
   install costs size / `rate` (decoding), and a method call costs `method` seconds plus the
   notional bytes it added, at `rate`. Group events cost nothing else.
 - Clients. A `Client` issues updates one at a time, each with its own (cid, rid), to a replica;
   on NO_QUORUM, RETRY or no answer within `timeout` it retries the same (cid, rid) at the next
-  replica. Every OK is recorded in `world.acks`: what the checker (`replication.sim.check`)
+  replica. Every OK is recorded in `world.acks`: what the checker (`cohort.replication.sim.check`)
   requires every surviving replica to reflect.
 """
 
@@ -45,13 +45,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orb import errors as st
-from replication.engine import Engine
-from replication.sim.model import Bulk
-from stack.events import Deliver, DeliverSend, Exit, Safe
-from stack.events import View as ViewEv
-from stack.sim import Net, Sim
-from state import codec
+from cohort.orb import errors as st
+from cohort.replication.engine import Engine
+from cohort.replication.sim.model import Bulk
+from cohort.stack.events import Deliver, DeliverSend, Exit, Safe
+from cohort.stack.events import View as ViewEv
+from cohort.stack.sim import Net, Sim
+from cohort.state import codec
 
 __all__ = ["Cost", "Core", "Client", "ReplicaWorld", "SimEngine"]
 

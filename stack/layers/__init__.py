@@ -1,19 +1,19 @@
 """The micro-protocol layers, one per module, registered by stack token (written out by hand)."""
 
-from stack.layers.auth import Auth
-from stack.layers.batch import Batch
-from stack.layers.bottom import Bottom
-from stack.layers.encrypt import Encrypt
-from stack.layers.flow import Flow
-from stack.layers.flush import Flush
-from stack.layers.frag import Frag
-from stack.layers.gms import Gms
-from stack.layers.nak import Nak
-from stack.layers.pt2pt import Pt2pt
-from stack.layers.sequencer import Sequencer
-from stack.layers.stable import StableLayer
-from stack.layers.suspect import SuspectLayer
-from stack.layers.top import Top
+from cohort.stack.layers.auth import Auth
+from cohort.stack.layers.batch import Batch
+from cohort.stack.layers.bottom import Bottom
+from cohort.stack.layers.encrypt import Encrypt
+from cohort.stack.layers.flow import Flow
+from cohort.stack.layers.flush import Flush
+from cohort.stack.layers.frag import Frag
+from cohort.stack.layers.gms import Gms
+from cohort.stack.layers.nak import Nak
+from cohort.stack.layers.pt2pt import Pt2pt
+from cohort.stack.layers.sequencer import Sequencer
+from cohort.stack.layers.stable import StableLayer
+from cohort.stack.layers.suspect import SuspectLayer
+from cohort.stack.layers.top import Top
 
 REGISTRY: dict[str, type] = {
     "top": Top,

@@ -52,8 +52,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import msgpack
-
-from stack.events import (
+from cohort.stack.events import (
     Cast,
     Control,
     ControlIn,
@@ -66,9 +65,9 @@ from stack.events import (
     Send,
     Timer,
 )
-from stack.layer import Layer
-from stack.layers.gms_wire import OOB_INSTALL, OOB_JOIN, OOB_REFUSED, view_from_wire
-from stack.layers.keyring import (
+from cohort.stack.layer import Layer
+from cohort.stack.layers.gms_wire import OOB_INSTALL, OOB_JOIN, OOB_REFUSED, view_from_wire
+from cohort.stack.layers.keyring import (
     KEY_LEN,
     MIN_SECRET,
     NONCE_LEN,
@@ -113,7 +112,7 @@ def _unpackb(data: bytes) -> Any:
 class Params:
     #: the pre-shared group secret: the membership credential (at least 16 random bytes)
     secret: bytes = field(default=b"", repr=False)
-    #: the group's name, bound into every key and MAC (stack.aio.join sets it)
+    #: the group's name, bound into every key and MAC (cohort.stack.transport.group.join sets it)
     group: str = ""
     #: the stack's layer names and protection settings; filled in by compose (joins must match)
     suite: str = ""

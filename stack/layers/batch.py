@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgpack
-
-from stack.events import (
+from cohort.stack.events import (
     Backpressure,
     Block,
     BlockOk,
@@ -46,7 +45,7 @@ from stack.events import (
     Stable,
     Timer,
 )
-from stack.layer import Layer
+from cohort.stack.layer import Layer
 
 BATCH = 1
 

@@ -1,6 +1,6 @@
 """The wire boundary: turn events into packets and decoded packets into events.
 
-Why here and not in every layer: one msgpack call per packet (stack.wire), and one place that knows
+Why here and not in every layer: one msgpack call per packet (cohort.stack.wire), and one place that knows
 the packet kinds. The endpoint has already matched the packet to this view by its tag; the bottom
 checks the sender's rank against the transport's source address, so a packet cannot claim another
 member's rank. Provides: net.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from stack import wire
-from stack.events import (
+from cohort.stack import wire
+from cohort.stack.events import (
     Cast,
     Control,
     ControlIn,
@@ -22,7 +22,7 @@ from stack.events import (
     Recv,
     Send,
 )
-from stack.layer import Layer
+from cohort.stack.layer import Layer
 
 
 class Bottom(Layer):

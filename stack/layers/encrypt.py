@@ -47,11 +47,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgpack
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-
-from stack import wire
-from stack.events import (
+from cohort.stack import wire
+from cohort.stack.events import (
     Cast,
     Control,
     ControlIn,
@@ -62,8 +59,10 @@ from stack.events import (
     Oob,
     Send,
 )
-from stack.layer import Layer
-from stack.layers.keyring import pack, view_cipher_key
+from cohort.stack.layer import Layer
+from cohort.stack.layers.keyring import pack, view_cipher_key
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 ALL = -1
 SEQ_LIMIT = 1 << 63

@@ -22,7 +22,7 @@ Theory of operation:
   (FIFO), unless nothing is in flight (a cast larger than the window goes alone). Queueing sends
   `Backpressure(True)` up to the application; the queue draining sends `Backpressure(False)`.
   Sends queue per destination the same way against `send_window`, without a signal: a send is not
-  awaited (`stack.aio.Group.send`), and pt2pt drops unacknowledged sends at a view change anyway.
+  awaited (`cohort.stack.transport.group.Group.send`), and pt2pt drops unacknowledged sends at a view change anyway.
 - `Stable` going up: my casts below mins[me] are stable, their charges return, and the queue drains
   as far as the window allows (mins may step back on reordered gossip: only increases count).
   (SEND_CREDIT, total) from a destination returns the charges of the first `total` bytes sent to it.
@@ -50,7 +50,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from stack.events import (
+from cohort.stack.events import (
     Backpressure,
     Block,
     BlockOk,
@@ -65,7 +65,7 @@ from stack.events import (
     Stable,
     Timer,
 )
-from stack.layer import Layer
+from cohort.stack.layer import Layer
 
 ASK, CREDIT, SEND_ASK, SEND_CREDIT = 0, 1, 2, 3
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, ClassVar
 
-from stack.events import (
+from cohort.stack.events import (
     Block,
     BlockOk,
     Cast,
@@ -37,7 +37,7 @@ from stack.events import (
     Send,
     Stable,
 )
-from stack.layer import Layer
+from cohort.stack.layer import Layer
 
 
 class Flush(Layer):

@@ -1,7 +1,7 @@
 """Fragmentation: a message larger than a datagram travels as a run of fragments.
 
 Why: a UDP datagram carries at most ~64 KiB, and the transport packs packets into datagrams of
-`stack.batch.MAX_DATAGRAM` bytes; an application message (a snapshot chunk, a big invocation) can be
+`cohort.stack.transport.datagrams.MAX_DATAGRAM` bytes; an application message (a snapshot chunk, a big invocation) can be
 many MiB. Cutting it here, above the reliability layers, means every fragment is retransmitted on
 its own (one lost datagram costs one fragment, not the message) and no layer below ever sees a
 packet that does not fit.
@@ -39,7 +39,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from stack.events import (
+from cohort.stack.events import (
     Backpressure,
     Block,
     BlockOk,
@@ -53,7 +53,7 @@ from stack.events import (
     Stable,
     View,
 )
-from stack.layer import Layer
+from cohort.stack.layer import Layer
 
 FRAG = 0
 
@@ -61,7 +61,7 @@ FRAG = 0
 @dataclass(frozen=True, slots=True)
 class Params:
     #: largest payload sent in one piece (bytes); a fragment's packet (payload, every layer's
-    #: header and nak's retransmission header) must stay under stack.batch.MAX_DATAGRAM (60000)
+    #: header and nak's retransmission header) must stay under cohort.stack.transport.datagrams.MAX_DATAGRAM (60000)
     frag_size: int = 59_000
     #: largest message accepted (bytes), sent or reassembled; bounds reassembly memory per origin
     max_size: int = 64 << 20
@@ -118,7 +118,9 @@ class Frag(Layer):
     def _split(self, ev: Cast | Send) -> None:
         payload = ev.payload
         size = len(payload)
-        if size > self.max_size:  # stack.aio refuses it before; receivers would drop it anyway
+        if (
+            size > self.max_size
+        ):  # cohort.stack.transport.group refuses it before; receivers would drop it anyway
             self.ctx.count("frag.too_large_sent")
             return
         if type(payload) is not bytes:

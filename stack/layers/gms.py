@@ -42,7 +42,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from stack.events import (
+from cohort.stack.events import (
     Blocked,
     Cast,
     Control,
@@ -68,9 +68,9 @@ from stack.events import (
     Verify,
     View,
 )
-from stack.layer import Layer
-from stack.layers.gms_coord import CoordinatorRole
-from stack.layers.gms_wire import (
+from cohort.stack.layer import Layer
+from cohort.stack.layers.gms_coord import CoordinatorRole
+from cohort.stack.layers.gms_wire import (
     CUT,
     DONE,
     FWD_JOIN,
@@ -88,8 +88,8 @@ from stack.layers.gms_wire import (
     view_from_wire,
     view_to_wire,
 )
-from stack.view import View as ViewRec
-from stack.view import majority_of
+from cohort.stack.view import View as ViewRec
+from cohort.stack.view import majority_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 Why a separate role class: this is the half of the membership protocol only the coordinator (the
 lowest-ranked member not suspected) runs, as JGroups splits `CoordGmsImpl` from the member side.
 It keeps the state of the ballot in progress and reaches the layer's shared state through `g`.
-See `stack.layers.gms` for the theory of operation.
+See `cohort.stack.layers.gms` for the theory of operation.
 """
 
 from __future__ import annotations
@@ -11,13 +11,20 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from stack.events import Oob
-from stack.layers.gms_wire import CUT, OOB_INSTALL, START, every, view_from_wire, view_to_wire
-from stack.view import View as ViewRec
-from stack.view import majority_of
+from cohort.stack.events import Oob
+from cohort.stack.layers.gms_wire import (
+    CUT,
+    OOB_INSTALL,
+    START,
+    every,
+    view_from_wire,
+    view_to_wire,
+)
+from cohort.stack.view import View as ViewRec
+from cohort.stack.view import majority_of
 
 if TYPE_CHECKING:
-    from stack.layers.gms import Gms
+    from cohort.stack.layers.gms import Gms
 
 
 class CoordinatorRole:

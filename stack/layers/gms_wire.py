@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stack.view import View as ViewRec
+from cohort.stack.view import View as ViewRec
 
 START, REPORT, CUT, DONE, SUSPECT, LEAVE, FWD_JOIN, NACK = range(8)
 OOB_JOIN, OOB_INSTALL, OOB_PROBE = "join", "install", "probe"

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from stack.events import (
+from cohort.stack.events import (
     Cast,
     Control,
     ControlIn,
@@ -39,7 +39,7 @@ from stack.events import (
     Stable,
     Timer,
 )
-from stack.layer import Layer
+from cohort.stack.layer import Layer
 
 DATA, NAK, RETRANS = 0, 1, 2
 

@@ -13,8 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from stack.events import Cast, Control, ControlIn, Deliver, DeliverSend, Lease, Send, Stable, Timer  # noqa: F811
-from stack.layer import Layer
+from cohort.stack.events import (  # noqa: F811
+    Cast,
+    Control,
+    ControlIn,
+    Deliver,
+    DeliverSend,
+    Lease,
+    Send,
+    Stable,
+    Timer,
+)
+from cohort.stack.layer import Layer
 
 DATA, ACK = 0, 1
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, ClassVar
 
-from stack.events import Cast, Deliver, DeliverSend, Lease, Send, Stable, Timer, View  # noqa: F811
-from stack.events import Safe as SafeEv
-from stack.layer import Layer
+from cohort.stack.events import Cast, Deliver, DeliverSend, Lease, Send, Stable, Timer, View  # noqa: F811
+from cohort.stack.events import Safe as SafeEv
+from cohort.stack.layer import Layer
 
 DATA, ORDER = 0, 1
 _DATA_HDR = (DATA,)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from stack.events import (
+from cohort.stack.events import (
     Blocked,
     Cast,
     Control,
@@ -32,7 +32,7 @@ from stack.events import (
     Stable,
     Timer,
 )
-from stack.layer import Layer
+from cohort.stack.layer import Layer
 
 GOSSIP = 0
 

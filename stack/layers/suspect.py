@@ -11,7 +11,7 @@ exist without us yet: deliveries above this layer are allowed only until `Lease.
 When the view starts to change (`Blocked`), we stop echoing, and report for every peer how much of
 the lease we granted it is left (`Granted`), so the coordinator can wait it out before installing a
 view that excludes a member which might still be alive. Transports may inject `Suspect` (a closed
-TCP connection is a certain crash: see `stack.fdsock`); such members are reported `dead`, and the
+TCP connection is a certain crash: see `cohort.stack.transport.fdsock`); such members are reported `dead`, and the
 lease granted to them is reported as 0 (a dead process delivers nothing). Requires: net. Provides: suspicion, lease.
 
 Control headers: (PING, t), (PONG, t).
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from stack.events import (
+from cohort.stack.events import (
     Blocked,
     Cast,
     Control,
@@ -37,7 +37,7 @@ from stack.events import (
     Timer,
     Verify,
 )
-from stack.layer import Layer
+from cohort.stack.layer import Layer
 
 PING, PONG = 0, 1
 INF = float("inf")

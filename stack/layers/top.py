@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, ClassVar
 
-from stack.events import Deliver, DeliverSend, Lease, Safe, View
-from stack.layer import Layer
+from cohort.stack.events import Deliver, DeliverSend, Lease, Safe, View
+from cohort.stack.layer import Layer
 
 
 class Top(Layer):

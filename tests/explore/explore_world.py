@@ -25,10 +25,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from stack.compose import StackSpec
-from stack.record import Recorder
-from stack.runtime import Endpoint
-from stack.trace import CRASH, DELIVER, INSTALL, SAFE, Trace
+from cohort.stack.compose import StackSpec
+from cohort.stack.record import Recorder
+from cohort.stack.runtime import Endpoint
+from cohort.stack.trace import CRASH, DELIVER, INSTALL, SAFE, Trace
 
 Packet = tuple[str, str, bytes]  # (src, dst, data)
 #: counters that only a broken protocol invariant can raise (no garbage is injected here)
@@ -181,7 +181,9 @@ class Store:
             ep.cast(inp[1])
         elif kind == "crash":
             ep.crash()
-        elif kind == "suspect":  # a transport saw the peer's connection close (stack.fdsock)
+        elif (
+            kind == "suspect"
+        ):  # a transport saw the peer's connection close (cohort.stack.transport.fdsock)
             ep.suspect(inp[1])
         elif kind == "resume":  # a stopped process wakes to its socket buffer, then its timers
             for src, data in inp[1]:

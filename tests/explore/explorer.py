@@ -5,7 +5,7 @@ choice a network and a failure can make — which in-flight packet arrives next,
 when a member crashes or a joiner starts, when the next timer fires — is branched on, depth-first,
 up to a bound, over the same `Endpoint` objects the simulator and the asyncio runtime drive. Worlds
 are hashed to prune states already explored (`explore_world`: members are interned snapshots and
-local transitions are memoised). Every terminal state's trace goes through `stack.check`.
+local transitions are memoised). Every terminal state's trace goes through `cohort.stack.check`.
 
 A terminal state is one with no packet in flight and nothing left to do within the bound (or a
 path that hit the depth bound). Time is global and advances only by firing the earliest timer, and
@@ -54,7 +54,7 @@ nor delivers, so its records commute with the others' for the checker (below).
 State keys cannot be compared: a pickled endpoint is not a canonical form of its state (object
 sharing and set order depend on its history), which costs revisits, not coverage.
 
-What the checker sees. `stack.check` numbers records by global step, so reordering independent
+What the checker sees. `cohort.stack.check` numbers records by global step, so reordering independent
 moves renumbers records of different members. Every property but two compares records of one
 member (M1-M3, D2, V1, V4, S1, O1), compares sets or per-member sequences (M4, M7, V3, V5, O3/O5),
 or compares a send with its delivery (D1), which are causally ordered in every reordering. The two
@@ -75,6 +75,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from cohort.stack import check
+from cohort.stack.compose import compose
+from cohort.stack.trace import INSTALL
+from cohort.stack.view import View
 from explore_world import (
     DLV,
     INS,
@@ -87,11 +91,6 @@ from explore_world import (
     moves,
     new_endpoint,
 )
-
-from stack import check
-from stack.compose import compose
-from stack.trace import INSTALL
-from stack.view import View
 
 __all__ = [
     "EXPLORE_PARAMS",
@@ -178,7 +177,7 @@ def _flush_after_crash(w: World, b: Bounds) -> World:
 
 def _origin_dies_after_partial_cast(w: World, b: Bounds) -> World:
     """m1 casts; the copy for m2 is lost, m0 (the sequencer) gets and orders it; m1 dies at once
-    and its watchers learn it from the closed connection (`stack.fdsock`), before any repair.
+    and its watchers learn it from the closed connection (`cohort.stack.transport.fdsock`), before any repair.
     Exploration starts at m0's flush, which must carry the message to m2 or to nobody."""
     apply(w, ("cast", "m1"), b)
     to_m0 = [p for p in w.inflight if p[0] == "m1" and p[1] == "m0"]

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import explorer as ex
 import pytest
-
-from stack.layers import gms_coord
+from cohort.stack.layers import gms_coord
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mutants"))
 from mutant_catalog import by_name  # noqa: E402

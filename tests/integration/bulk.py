@@ -8,7 +8,7 @@ a test gets hundreds of MiB of replicated state in a second without pushing it t
 import hashlib
 import time
 
-from replication import query, replicated
+from cohort.replication import query, replicated
 
 MiB = 1 << 20
 

@@ -15,8 +15,9 @@ import threading
 import time
 from typing import Any
 
-from replication.demo import replica_status
-from stack.aio import free_udp_ports
+from cohort.replication.cli.demo import replica_status
+from cohort.stack.transport.testing import free_udp_ports
+
 from tests.history.lincheck import Op
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,7 +46,7 @@ class Cluster:
         cmd = [
             sys.executable,
             "-m",
-            "replication.cli",
+            "cohort.replication.cli",
             "serve",
             self.cls,
             "--group",
@@ -149,7 +150,7 @@ class Clients:
     """`n` client threads, each with its own proxy, calling `op(proxy, rng_state)` until stopped."""
 
     def __init__(self, ref: str, n: int, make_op, timeout: float = 20.0) -> None:
-        from replication import connect
+        from cohort.replication import connect
 
         self.history: list[Op] = []
         self.lock = threading.Lock()
@@ -162,7 +163,7 @@ class Clients:
         ]
 
     def _run(self, i: int) -> None:
-        from replication import CohortError
+        from cohort.replication import CohortError
 
         proxy, k = self.proxies[i], 0
         while not self.stop_ev.is_set():

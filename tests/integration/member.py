@@ -13,14 +13,14 @@ import os
 import signal
 import sys
 
-from stack import aio
+from cohort.stack.transport import join as join_group
 
 
 async def main() -> None:
     name, listen, seeds, count, trace = sys.argv[1:6]
     params = json.loads(sys.argv[6]) if len(sys.argv) > 6 else None
     transport = os.environ.get("COHORT_TRANSPORT", "udp")
-    group = await aio.join(
+    group = await join_group(
         name, listen, seeds.split(","), params=params, trace_path=trace, transport=transport
     )
     print("JOINED", flush=True)

@@ -1,6 +1,6 @@
 """A passively replicated counter: the coordinator runs calls, backups apply its deltas."""
 
-from replication import query, replicated
+from cohort.replication import query, replicated
 
 
 @replicated(style="passive")

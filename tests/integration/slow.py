@@ -2,7 +2,7 @@
 
 import time
 
-from replication import query, replicated
+from cohort.replication import query, replicated
 
 
 @replicated

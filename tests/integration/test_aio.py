@@ -17,9 +17,10 @@ import sys
 import time
 
 import pytest
-
-from stack import aio, check
-from stack.events import Deliver
+from cohort.stack import check
+from cohort.stack.events import Deliver
+from cohort.stack.transport import group_tag, merge_traces, testing
+from cohort.stack.transport import join as join_group
 
 FAST = {
     "suspect": {"interval": 0.05, "timeout": 0.4, "lease": 0.2, "verify": 0.2},
@@ -29,7 +30,7 @@ MEMBER = os.path.join(os.path.dirname(__file__), "member.py")
 
 
 def checked(paths, live) -> None:
-    trace = aio.merge_traces(paths)
+    trace = merge_traces(paths)
     trace.live, trace.liveness = tuple(live), False
     violations = check.check(trace)
     if violations and os.environ.get("COHORT_KEEP_TRACES"):
@@ -42,11 +43,11 @@ def checked(paths, live) -> None:
 
 @pytest.mark.timeout(30)
 def test_three_members_in_one_process_total_order_and_failover(tmp_path):
-    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(3)]
+    addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(3)]
     paths = [str(tmp_path / f"m{i}.jsonl") for i in range(3)]
 
     async def run() -> float:
-        joins = (aio.join("t", a, addrs, params=FAST, trace_path=p) for a, p in zip(addrs, paths))
+        joins = (join_group("t", a, addrs, params=FAST, trace_path=p) for a, p in zip(addrs, paths))
         gs = await asyncio.gather(*joins)
         for i in range(50):
             for g in gs:
@@ -76,20 +77,20 @@ def test_three_members_in_one_process_total_order_and_failover(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_total_order_and_virtual_synchrony_under_loss_and_duplication_on_real_sockets(tmp_path):
-    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(3)]
+    addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(3)]
     paths = [str(tmp_path / f"m{i}.jsonl") for i in range(3)]
 
     async def run() -> None:
         gs = await asyncio.gather(
             *(
-                aio.join(
+                join_group(
                     "lossy",
                     a,
                     addrs,
                     params=FAST,
                     trace_path=p,
                     timeout=20,
-                    faults=aio.Faults(loss=0.10, dup=0.05, seed=i),
+                    faults=testing.Faults(loss=0.10, dup=0.05, seed=i),
                 )
                 for i, (a, p) in enumerate(zip(addrs, paths))
             )
@@ -119,14 +120,14 @@ def test_total_order_and_virtual_synchrony_under_loss_and_duplication_on_real_so
 
 @pytest.mark.timeout(30)
 def test_garbage_datagrams_are_counted_and_the_member_keeps_working(tmp_path):
-    (port,) = aio.free_udp_ports(1)
+    (port,) = testing.free_udp_ports(1)
     addr = f"127.0.0.1:{port}"
 
     async def run() -> None:
-        g = await aio.join("solo", addr, [addr], params=FAST)
+        g = await join_group("solo", addr, [addr], params=FAST)
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        tag = aio.group_tag("solo")
-        junk = [b"", b"\x00", os.urandom(3), aio.group_tag("other") + b"x" * 10]
+        tag = group_tag("solo")
+        junk = [b"", b"\x00", os.urandom(3), group_tag("other") + b"x" * 10]
         junk += [tag + os.urandom(n) for n in (0, 1, 5, 40, 400)]
         junk += [tag + b"\x95\x00\x01\x02\x90\xc4\x00"]  # well framed, wrong view tag and rank
         for data in junk * 20:
@@ -150,7 +151,7 @@ class Cluster:
 
     def __init__(self, tmp_path, n: int, count: int = 200, transport: str = "udp") -> None:
         self.tmp_path, self.count, self.transport = tmp_path, count, transport
-        self.addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(n)]
+        self.addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(n)]
         self.seeds = ",".join(self.addrs)
         self.paths: list[str] = []
         self.procs: list[subprocess.Popen] = []
@@ -252,7 +253,7 @@ def test_a_member_joins_under_load_and_another_is_killed(tmp_path):
     try:
         for i in range(3):
             c.wait_line(i, "JOINED")
-        joiner = c.spawn(f"127.0.0.1:{aio.free_udp_ports(1)[0]}")  # while everyone casts
+        joiner = c.spawn(f"127.0.0.1:{testing.free_udp_ports(1)[0]}")  # while everyone casts
         c.wait_line(joiner, "JOINED", 15)
         assert c.addrs[joiner] in c.views_of(0)[-1][1]
         c.procs[1].kill()  # a plain member this time

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 from cluster import Cluster
-
-from replication.cli import main
+from cohort.replication.cli import main
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def test_call_and_status_against_served_replicas(tmp_path, capsys):
-    c = Cluster("samples.kvstore:KVStore", "kv", 3, str(tmp_path))
+    c = Cluster("cohort.samples.kvstore:KVStore", "kv", 3, str(tmp_path))
     try:
         c.start_all()
         assert main(["call", c.ref, "put", "color", '"blue"']) == 0

@@ -1,4 +1,4 @@
-"""How long clients stall when the coordinator is paused, in real processes (orb.proxy's watcher).
+"""How long clients stall when the coordinator is paused, in real processes (cohort.orb.proxy's watcher).
 
 A SIGSTOPped replica keeps its TCP connections open, so only the group notices it (heartbeat
 timeout, about 1 s). The proxy probes another replica's view while a call waits and moves to the new
@@ -15,9 +15,9 @@ import time
 
 import pytest
 from cluster import Cluster
+from cohort.orb.wire import Connection
+from cohort.replication.cli.demo import replica_status
 
-from orb.wire import Connection
-from replication.demo import replica_status
 from tests.history.lincheck import Op, check
 from tests.history.models import CounterModel
 
@@ -59,9 +59,9 @@ class ExclusionClock:
 
 
 def test_sigstop_of_the_coordinator_stalls_clients_about_the_exclusion_time(tmp_path):
-    from replication import CohortError, connect
+    from cohort.replication import CohortError, connect
 
-    c = Cluster("samples.counter:Counter", "pause", 3, str(tmp_path))
+    c = Cluster("cohort.samples.counter:Counter", "pause", 3, str(tmp_path))
     stopped: str | None = None
     proxies = []
     try:
@@ -150,7 +150,7 @@ def test_sigstop_of_the_coordinator_stalls_clients_about_the_exclusion_time(tmp_
 def test_a_slow_method_is_not_resent_and_does_not_fail_over(tmp_path, monkeypatch):
     """A 3 s method (with an attempt timeout above 3 s, as a user of such a method sets it): the
     watcher probes while it waits, sees the same view, and never sends the call elsewhere."""
-    from replication import connect
+    from cohort.replication import connect
 
     sent: list[tuple[str, int, str]] = []
     real_call = Connection.call

@@ -20,9 +20,8 @@ import zlib
 
 import pytest
 from cluster import Clients, Cluster
-
-from orb.refs import object_id
-from orb.wire import Connection
+from cohort.orb.refs import object_id
+from cohort.orb.wire import Connection
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "orb"))
 from orbkit import SERPENT, annotation, connect_frame, exchange, frame  # noqa: E402
@@ -69,7 +68,7 @@ class Prober(threading.Thread):
 
 
 def test_hostile_inputs_leave_the_replica_in_its_group(tmp_path):
-    c = Cluster("samples.kvstore:KVStore", "hostile", 3, str(tmp_path))
+    c = Cluster("cohort.samples.kvstore:KVStore", "hostile", 3, str(tmp_path))
     flood: list[socket.socket] = []
     try:
         # as in the report: 1,100 idle connections against a replica under `ulimit -n 1024`

@@ -15,9 +15,10 @@ import random
 import time
 
 import pytest
-
-from stack import aio, check
-from stack.events import Deliver, DeliverSend
+from cohort.stack import check
+from cohort.stack.events import Deliver, DeliverSend
+from cohort.stack.transport import Group, merge_traces, testing
+from cohort.stack.transport import join as join_group
 
 FAST = {
     "suspect": {"interval": 0.05, "timeout": 0.4, "lease": 0.2, "verify": 0.2},
@@ -26,22 +27,22 @@ FAST = {
 MiB = 1 << 20
 
 
-def layer(g: aio.Group, name: str):
+def layer(g: Group, name: str):
     return next(x for x in g.ep._layers if x.name == name)
 
 
-async def group_of_three(name: str, params: dict | None = None, paths=None) -> list[aio.Group]:
-    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(3)]
+async def group_of_three(name: str, params: dict | None = None, paths=None) -> list[Group]:
+    addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(3)]
     merged = {**FAST, **(params or {})}
     paths = paths or [None] * 3
     return list(
         await asyncio.gather(
-            *(aio.join(name, a, addrs, params=merged, trace_path=p) for a, p in zip(addrs, paths))
+            *(join_group(name, a, addrs, params=merged, trace_path=p) for a, p in zip(addrs, paths))
         )
     )
 
 
-async def drain(g: aio.Group, count: int, got: dict, timeout: float) -> None:
+async def drain(g: Group, count: int, got: dict, timeout: float) -> None:
     while len(got[g.addr]) < count:
         ev = await g.next_event(timeout)
         if type(ev) is Deliver:
@@ -175,7 +176,7 @@ def test_mixed_sizes_with_traces_pass_the_checker(tmp_path):
             g.close()
 
     asyncio.run(run())
-    trace = aio.merge_traces(paths)
+    trace = merge_traces(paths)
     trace.live, trace.liveness = (), False
     violations = check.check(trace)
     assert not violations, check.report(trace, violations)
@@ -183,9 +184,9 @@ def test_mixed_sizes_with_traces_pass_the_checker(tmp_path):
 
 def test_a_cast_beyond_max_size_is_refused_at_once():
     async def run() -> None:
-        (port,) = aio.free_udp_ports(1)
+        (port,) = testing.free_udp_ports(1)
         addr = f"127.0.0.1:{port}"
-        g = await aio.join(
+        g = await join_group(
             "solo-big", addr, [addr], params={**FAST, "frag": {"frag_size": 100, "max_size": 1000}}
         )
         with pytest.raises(ValueError, match="max_size"):

@@ -6,12 +6,12 @@ import socket
 import threading
 
 import pytest
+from cohort.orb.refs import lookup
+from cohort.samples.counter import Counter
+from cohort.stack.transport.testing import free_udp_ports
 from Pyro5 import nameserver
 
-import replication
-from orb.refs import lookup
-from samples.counter import Counter
-from stack.aio import free_udp_ports
+from cohort import replication
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -17,10 +17,9 @@ import threading
 import time
 
 import pytest
+from cohort.replication import connect
+from cohort.replication.cli.demo import replica_status
 from netns import Hosts, available
-
-from replication import connect
-from replication.demo import replica_status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 why_not = available()
@@ -61,7 +60,13 @@ def test_writes_keep_flowing_at_10_percent_loss_per_member(tmp_path):
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         for i, addr in enumerate(addrs):
             log = open(tmp_path / f"r{i}.log", "ab")  # noqa: SIM115
-            cmd = [sys.executable, "-m", "replication.cli", "serve", "samples.counter:Counter"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "cohort.replication.cli",
+                "serve",
+                "cohort.samples.counter:Counter",
+            ]
             cmd += ["--group", "lossy", "--listen", addr, "--seeds", ",".join(addrs)]
             procs.append(
                 subprocess.Popen(

@@ -16,12 +16,11 @@ import uuid
 
 import pytest
 from cluster import Cluster
-
-from orb import errors as st
-from orb.wire import Connection
-from replication import connect
-from replication.commands import status_command
-from state import codec
+from cohort.orb import errors as st
+from cohort.orb.wire import Connection
+from cohort.replication import connect
+from cohort.replication.cli.commands import status_command
+from cohort.state import codec
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -59,7 +58,7 @@ class Cut:
 
 
 def test_a_cut_off_replica_reports_not_primary_and_refuses_at_once(tmp_path, capsys):
-    c = Cluster("samples.counter:Counter", "part", 3, str(tmp_path))
+    c = Cluster("cohort.samples.counter:Counter", "part", 3, str(tmp_path))
     try:
         c.start_all()
         with connect(c.ref, timeout=20) as p:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture
 def counter_cluster(tmp_path):
-    c = Cluster("samples.counter:Counter", "counter", 3, str(tmp_path))
+    c = Cluster("cohort.samples.counter:Counter", "counter", 3, str(tmp_path))
     try:
         c.start_all()
         yield c
@@ -55,7 +55,7 @@ def test_kill_the_answering_replica_mid_call_executes_once(tmp_path):
     c = Cluster("tests.integration.slow:Slow", "slow", 3, str(tmp_path))
     try:
         c.start_all()
-        from replication import connect
+        from cohort.replication import connect
 
         with connect(c.ref, timeout=20, attempt_timeout=5) as proxy:
             assert proxy.add(1) == 1
@@ -96,7 +96,7 @@ def test_paused_member_is_excluded_and_rejoins(counter_cluster):
 
 
 def test_join_with_state_transfer_under_load(tmp_path):
-    c = Cluster("samples.kvstore:KVStore", "kv", 3, str(tmp_path))
+    c = Cluster("cohort.samples.kvstore:KVStore", "kv", 3, str(tmp_path))
 
     def kv_ops(i: int, k: int):
         key = f"k{(i + k) % 4}"
@@ -159,7 +159,7 @@ def test_passive_style_survives_a_coordinator_crash(tmp_path):
 
 
 def test_a_killed_replica_is_out_of_the_view_before_any_heartbeat_timeout(counter_cluster):
-    """Fast crash detection (stack.fdsock): the watcher's TCP connection closes with the process.
+    """Fast crash detection (cohort.stack.transport.fdsock): the watcher's TCP connection closes with the process.
     Heartbeats alone need the 1 s suspicion timeout plus the 0.5 s lease; allow well under that."""
     c = counter_cluster
     coord = c.coordinator(c.seeds)
@@ -171,7 +171,9 @@ def test_a_killed_replica_is_out_of_the_view_before_any_heartbeat_timeout(counte
 
 
 def test_replicas_over_the_tcp_transport_survive_a_coordinator_crash(tmp_path):
-    c = Cluster("samples.counter:Counter", "tcpc", 3, str(tmp_path), extra=("--transport", "tcp"))
+    c = Cluster(
+        "cohort.samples.counter:Counter", "tcpc", 3, str(tmp_path), extra=("--transport", "tcp")
+    )
     try:
         c.start_all()
         with Clients(c.ref, 2, counter_ops) as clients:

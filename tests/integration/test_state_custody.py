@@ -14,8 +14,7 @@ import time
 
 import pytest
 from cluster import Cluster
-
-from replication import connect
+from cohort.replication import connect
 
 MiB = 1 << 20
 pytestmark = pytest.mark.timeout(240)

@@ -28,6 +28,15 @@ from __future__ import annotations
 import inspect
 
 import scenarios as sc
+from cohort.stack import runtime
+from cohort.stack.layers.gms import Gms
+from cohort.stack.layers.gms_coord import CoordinatorRole
+from cohort.stack.layers.nak import Nak
+from cohort.stack.layers.pt2pt import Pt2pt
+from cohort.stack.layers.sequencer import Sequencer
+from cohort.stack.layers.stable import StableLayer
+from cohort.stack.layers.suspect import SuspectLayer
+from cohort.stack.layers.top import Top
 from mutation import (  # noqa: F401 - re-exported for run.py and the tests
     CATALOG,
     Mutant,
@@ -37,16 +46,6 @@ from mutation import (  # noqa: F401 - re-exported for run.py and the tests
     loaded_source,
     mutant,
 )
-
-from stack import runtime
-from stack.layers.gms import Gms
-from stack.layers.gms_coord import CoordinatorRole
-from stack.layers.nak import Nak
-from stack.layers.pt2pt import Pt2pt
-from stack.layers.sequencer import Sequencer
-from stack.layers.stable import StableLayer
-from stack.layers.suspect import SuspectLayer
-from stack.layers.top import Top
 
 # =================================================================================================
 # nak: reliable FIFO multicast

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from unittest.mock import patch
 
-from stack.trace import Trace
+from cohort.stack.trace import Trace
 
 #: a targeted scenario: build and run a specific `Sim` for `seed`, return its finished trace
 Scenario = Callable[[int], Trace]

@@ -1,7 +1,7 @@
 """Hunt the seeded bugs of `mutant_catalog` with random simulator scenarios and the explorer.
 
 Why: a checker that passes every trace of the correct stack proves little until it is shown to
-fail traces of broken ones. For each mutant, `hunt` runs `stack.sim.run_scenario` (strict: with
+fail traces of broken ones. For each mutant, `hunt` runs `cohort.stack.sim.run_scenario` (strict: with
 the fault-aware properties) over consecutive seeds (cycling the group size) with the bug patched
 in, until the checker reports a violation or the stack raises (caught as 'CRASH'), and says how
 many scenarios that took: a cheap, repeatable measure of how quickly the scenario generator and
@@ -38,10 +38,9 @@ for _d in (_HERE, _HERE.parent / "explore"):  # the catalog and the explorer, as
         sys.path.insert(0, str(_d))
 
 import explorer as ex  # noqa: E402
+from cohort.stack import check  # noqa: E402
+from cohort.stack.sim import ALL_FAULTS, run_scenario  # noqa: E402
 from mutant_catalog import CATALOG, Mutant, by_name  # noqa: E402
-
-from stack import check  # noqa: E402
-from stack.sim import ALL_FAULTS, run_scenario  # noqa: E402
 
 #: first seed of a hunt: away from test_sim's sweeps (100_000...) and `cohort sim`'s default (0)
 SEED_START = 1_000_000
@@ -183,7 +182,7 @@ def hunt(
 def replay_command(seed: int, members: int) -> str:
     """A shell command that reruns one hunt scenario on the real stack and prints the verdict."""
     code = (
-        "from stack.sim import run_scenario; from stack import check; "
+        "from cohort.stack.sim import run_scenario; from stack import check; "
         f"r = run_scenario({seed}, {members}, strict=True); "
         "print(check.report(r.trace, r.violations)); print(*r.notes, sep='; ')"
     )

@@ -7,7 +7,7 @@ for the checker. Each models something that happens to real groups (a paused pro
 link failure, a bulk transfer over a lossy link), not a path hand-built to reach one line; they
 run on the unmutated stack too (`test_mutants.py`), where they must pass.
 
-A scenario that relies on the checker's fault-aware properties (M9, L3 of `stack.check_faults`)
+A scenario that relies on the checker's fault-aware properties (M9, L3 of `cohort.stack.check.faults`)
 records its faults and declares the record complete with `strict` (and `cut`, `heal`).
 """
 
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from cohort.stack import check
+from cohort.stack.sim import ALL_FAULTS, REPAIR_BOUND, Net, Sim, run_scenario
+from cohort.stack.trace import Trace
 from mutation import Scenario
-
-from stack import check
-from stack.sim import ALL_FAULTS, REPAIR_BOUND, Net, Sim, run_scenario
-from stack.trace import Trace
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -285,7 +284,7 @@ def bulk_over_lossy_link(seed: int) -> Trace:
 def unicasts_over_lossy_link(seed: int) -> Trace:
     """m1 sends m2 batches of unicasts (a state transfer in chunks) on a network losing 20% of
     packets, while everyone casts a little; every unicast must arrive, in order, once."""
-    from stack.sim import _unicast, _watch_unicasts
+    from cohort.stack.sim import _unicast, _watch_unicasts
 
     sim = Sim(seed, 3, net=Net(loss=0.2))
     strict(sim)

@@ -1,4 +1,4 @@
-"""The checker properties over generator records (stack.check_faults) fail the traces they must.
+"""The checker properties over generator records (cohort.stack.check.faults) fail the traces they must.
 
 Why here: these properties were added to catch seeded bugs of the catalog (pt2pt, suspect, nak);
 like tests/stack/test_check.py for the others, each gets a hand-written trace it must reject and a
@@ -7,8 +7,8 @@ close variant it must accept, so a weakened predicate shows up here and not as a
 
 from __future__ import annotations
 
-from stack import check
-from stack.trace import DELIVER, INSTALL, SEND, Trace
+from cohort.stack import check
+from cohort.stack.trace import DELIVER, INSTALL, SEND, Trace
 
 V = (1, "m0")
 W = (2, "m0")

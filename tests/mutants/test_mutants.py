@@ -14,11 +14,10 @@ fails and the note must go. `make mutants` prints the full table at budget 2000.
 from __future__ import annotations
 
 import pytest
+from cohort.stack import check
+from cohort.stack.trace import INSTALL, Trace
 from mutant_catalog import CATALOG, Mutant, by_name
 from run import SEED_START, hunt, run_one, run_targeted, scenario_params
-
-from stack import check
-from stack.trace import INSTALL, Trace
 
 #: random scenarios allowed per mutant here; the whole file should stay well under ~90 s
 BUDGET = 60
@@ -84,7 +83,7 @@ def _rank_check_verdicts(monkeypatch) -> list[bool]:
     """Spy on `Gms._on_start`: for each START that reaches the rank check (the receiver half of
     start_from_any_coordinator), whether it passes (the sender is `_coordinator(local | excluded)`
     of the receiver)."""
-    from stack.layers.gms import Gms
+    from cohort.stack.layers.gms import Gms
 
     original, seen = Gms._on_start, []
 
@@ -146,9 +145,8 @@ def test_stale_dones_install_only_the_view_the_group_installed():
     re-proposed as it is and installed while m0 slept, then its exclusion."""
     from unittest.mock import patch
 
+    from cohort.stack.layers.gms_coord import CoordinatorRole
     from scenarios import coordinator_naps_mid_flush
-
-    from stack.layers.gms_coord import CoordinatorRole
 
     def m0_views(trace: Trace) -> list:
         return [r.data[0] for r in trace.records if r.kind == INSTALL and r.member == "m0"]
@@ -190,8 +188,7 @@ def test_the_sides_of_a_partial_reproposal_reunite_after_a_crash(stack, monkeypa
     import functools
 
     import scenarios
-
-    from stack.sim import Sim
+    from cohort.stack.sim import Sim
 
     params = {"auth": {"secret": b"k" * 32}} if stack == "secure" else None
     monkeypatch.setattr(scenarios, "Sim", functools.partial(Sim, stack=stack, params=params))

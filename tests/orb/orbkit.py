@@ -14,10 +14,9 @@ import threading
 import time
 from typing import Any
 
+from cohort.orb.limits import ServerLimits
+from cohort.orb.wire import Connection, WireServer
 from Pyro5 import protocol
-
-from orb.limits import ServerLimits
-from orb.wire import Connection, WireServer
 
 OBJ = "cohort.test"
 MSGPACK, JSON, SERPENT, MARSHAL = 4, 3, 1, 2

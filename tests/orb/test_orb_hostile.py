@@ -14,6 +14,8 @@ import zlib
 
 import Pyro5.api
 import pytest
+from cohort.orb.limits import KiB, MiB, ServerLimits
+from cohort.orb.wire import Connection
 from orbkit import (
     JSON,
     MARSHAL,
@@ -33,9 +35,6 @@ from orbkit import (
 )
 from Pyro5 import errors as pyro_errors
 from Pyro5 import protocol
-
-from orb.limits import KiB, MiB, ServerLimits
-from orb.wire import Connection
 
 pytestmark = pytest.mark.timeout(30)
 

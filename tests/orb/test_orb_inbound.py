@@ -1,4 +1,4 @@
-"""orb.inbound, orb.budget and orb.limits alone: pure checks, no sockets."""
+"""cohort.orb.inbound, cohort.orb.budget and cohort.orb.limits alone: pure checks, no sockets."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import resource
 import zlib
 
 import pytest
+from cohort.orb.budget import ByteBudget
+from cohort.orb.inbound import Refused, decode, inflate, parse_annotations, parse_header
+from cohort.orb.limits import KiB, MiB, ServerLimits
 from orbkit import JSON, MSGPACK, SERPENT, annotation, frame
 from Pyro5 import errors as pyro_errors
 from Pyro5 import protocol, serializers
-
-from orb.budget import ByteBudget
-from orb.inbound import Refused, decode, inflate, parse_annotations, parse_header
-from orb.limits import KiB, MiB, ServerLimits
 
 pytestmark = pytest.mark.timeout(30)
 L = ServerLimits()

@@ -3,7 +3,7 @@
 Why one-line edits of the live source and not hand-copied methods: a copy goes stale as the
 engine evolves and is then "caught" for the wrong reason. `EngineMutant.apply()` takes the
 method's current source, replaces the one line containing `old` by `new` (more lines take its
-indentation), compiles it in `replication.engine`'s namespace and patches it onto `Engine` for a
+indentation), compiles it in `cohort.replication.engine`'s namespace and patches it onto `Engine` for a
 `with` block; a line that is gone raises `StaleMutant` (the tests/mutants discipline, for the
 replication layer).
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 from unittest.mock import patch
 
-from replication import custody
-from replication.engine import Engine
+from cohort.replication import custody
+from cohort.replication.engine import Engine
 
 
 class StaleMutant(RuntimeError):

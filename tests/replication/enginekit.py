@@ -7,13 +7,12 @@ from collections import deque
 from typing import Any
 
 import msgpack
-
-from orb import errors as st
-from replication import engine as eng
-from replication.api import now, query, random, replicated
-from replication.engine import Engine
-from stack.view import View
-from state import codec
+from cohort.orb import errors as st
+from cohort.replication import engine as eng
+from cohort.replication.api import now, query, random, replicated
+from cohort.replication.engine import Engine
+from cohort.stack.view import View
+from cohort.state import codec
 
 CID = b"client-1"
 KIND = {

@@ -1,13 +1,11 @@
-"""replication.api: what @replicated / @query accept and reject, and deterministic now()/random()."""
+"""cohort.replication.api: what @replicated / @query accept and reject, and deterministic now()/random()."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
-
-import replication
-from replication.api import (
+from cohort.replication.api import (
     ClassInfo,
     ReplicationError,
     class_info,
@@ -17,6 +15,8 @@ from replication.api import (
     replicated,
     run_in_context,
 )
+
+from cohort import replication
 
 # --- @replicated: which methods become what ---------------------------------------------------
 
@@ -282,9 +282,9 @@ def test_class_info_requires_decoration_of_that_exact_class() -> None:
 
 
 def test_samples_describe() -> None:
-    from samples.bank import Bank
-    from samples.counter import Counter
-    from samples.kvstore import KVStore
+    from cohort.samples.bank import Bank
+    from cohort.samples.counter import Counter
+    from cohort.samples.kvstore import KVStore
 
     assert class_info(Counter).describe() == {"add": "update", "get": "query"}
     assert class_info(KVStore).describe() == {

@@ -1,12 +1,11 @@
-"""replication.cache.ReplyCache: exactly-once bookkeeping that must stay identical on every replica."""
+"""cohort.replication.cache.ReplyCache: exactly-once bookkeeping that must stay identical on every replica."""
 
 from __future__ import annotations
 
 import msgpack
 import pytest
-
-from orb.errors import ERROR, OK
-from replication.cache import ReplyCache
+from cohort.orb.errors import ERROR, OK
+from cohort.replication.cache import ReplyCache
 
 A, B, C, D = b"client-a", b"client-b", b"client-c", b"client-d"
 

@@ -6,8 +6,7 @@ import threading
 import time
 
 import pytest
-
-from replication.core_thread import TICK, CoreThread
+from cohort.replication.core_thread import TICK, CoreThread
 
 pytestmark = pytest.mark.timeout(20)
 

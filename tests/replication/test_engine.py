@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from cohort.orb import errors as st
+from cohort.samples.bank import Bank
+from cohort.samples.counter import Counter
+from cohort.samples.kvstore import KVStore
 from enginekit import (
     CID,
     BadHook,
@@ -11,11 +15,6 @@ from enginekit import (
     Tracked,
     submit,
 )
-
-from orb import errors as st
-from samples.bank import Bank
-from samples.counter import Counter
-from samples.kvstore import KVStore
 
 # --- forming a group -----------------------------------------------------------------------------
 

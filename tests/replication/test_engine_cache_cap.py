@@ -4,11 +4,10 @@ same cache, and a retry of an evicted request is STALE (never executed twice).""
 from __future__ import annotations
 
 import pytest
+from cohort.orb import errors as st
+from cohort.replication.cache import ReplyCache
+from cohort.samples.counter import Counter
 from enginekit import CID, Group, admit, submit
-
-from orb import errors as st
-from replication.cache import ReplyCache
-from samples.counter import Counter
 
 
 def test_a_client_that_never_advances_done_stays_capped_everywhere(

@@ -6,12 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import msgpack
+from cohort.orb import errors as st
+from cohort.replication import engine as eng
+from cohort.samples.counter import Counter
+from cohort.stack.view import View
 from enginekit import Blob, Group, admit, submit
-
-from orb import errors as st
-from replication import engine as eng
-from samples.counter import Counter
-from stack.view import View
 
 
 def cut_off_everyone(g: Group, members: tuple[str, ...]) -> View:

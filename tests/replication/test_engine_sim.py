@@ -1,4 +1,4 @@
-"""The replica engine on the simulated group (replication.sim): the 400 MiB cascade reproduced
+"""The replica engine on the simulated group (cohort.replication.sim): the 400 MiB cascade reproduced
 before the fix and gone after it, a random sweep of the real engine, and seeded bugs the sweep
 must catch (engine_mutants.py). A failure prints the seed and the call that replays it."""
 
@@ -7,10 +7,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from cohort.replication.sim import check
+from cohort.replication.sim.scenario import cascade, random_world
 from engine_mutants import DROP_ON_MISSED_VIEWS, STALE_HOLDER
-
-from replication.sim import check
-from replication.sim.scenario import cascade, random_world
 
 #: seeds of `cascade(seed, "loop")` under DROP_ON_MISSED_VIEWS that end in total state loss
 #: (found by a scan of seeds 1-24: 3, 16, 17, 20; the others lose states but keep one holder)

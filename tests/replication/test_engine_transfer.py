@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import msgpack
+from cohort.orb import errors as st
+from cohort.replication import engine as eng
+from cohort.replication.transfer import CHUNK_SIZE, WINDOW
+from cohort.samples.counter import Counter
+from cohort.stack.view import View
 from enginekit import (
     KIND,
     Blob,
@@ -12,12 +17,6 @@ from enginekit import (
     admit,
     submit,
 )
-
-from orb import errors as st
-from replication import engine as eng
-from replication.transfer import CHUNK_SIZE, WINDOW
-from samples.counter import Counter
-from stack.view import View
 
 # --- state transfer --------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""orb.proxy.GroupProxy against scripted fake replicas (real orb.wire.WireServer on 127.0.0.1).
+"""cohort.orb.proxy.GroupProxy against scripted fake replicas (real cohort.orb.wire.WireServer on 127.0.0.1).
 
 Each fake replica runs a WireServer on its own asyncio loop thread and exposes `cohort.<group>`
 with `invoke` and `describe` handlers whose behaviour the test scripts: answer OK with a view,
@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from cohort.orb import errors
+from cohort.orb.proxy import GroupProxy
+from cohort.orb.wire import Connection, WireServer, _frame
+from cohort.state import codec
+from cohort.state.codec import SerializationError
 from Pyro5 import protocol
-
-from orb import errors
-from orb.proxy import GroupProxy
-from orb.wire import Connection, WireServer, _frame
-from state import codec
-from state.codec import SerializationError
 
 GROUP = "g"
 METHODS = {"add": "update", "echo": "update", "slow": "update", "get": "query", "size": "local"}

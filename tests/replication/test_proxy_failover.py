@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from cohort.orb import errors
+from cohort.orb.proxy import GroupProxy
 from test_proxy import GROUP, METHODS, FakeReplica, hang, ok
-
-from orb import errors
-from orb.proxy import GroupProxy
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -4,7 +4,7 @@
     .venv/bin/python tests/security/bench_secure.py rekey [--members 5] [--rounds 20]
     .venv/bin/python tests/security/bench_secure.py stack [--members 3] [--seconds 5]
 
-`sim` runs `cohort bench sim` (stack.tools.bench_sim: CPU per delivered message inside the
+`sim` runs `cohort bench sim` (cohort.replication.cli.sim.bench_sim: CPU per delivered message inside the
 endpoints, simulator excluded) for the total stack and for the secure one, same seed and load.
 `rekey` starts member processes on 127.0.0.1, then makes one more member join and leave
 `rounds` times; each join and each leave is a view change with a rekey. Per view change it
@@ -12,7 +12,7 @@ reports the key distribution time (from the coordinator installing the view, whi
 sends the wrapped keys, to the last member installing it: the rekey proper) and the whole view
 change (from the join request or leave to the last member installing), for the secure stack and,
 as the baseline, for the total stack.
-`stack` runs `cohort bench stack`'s member processes (stack.bench: every member casts 64 B messages
+`stack` runs `cohort bench stack`'s member processes (cohort.replication.cli.bench_stack: every member casts 64 B messages
 with a window of 500 outstanding, real UDP on 127.0.0.1) for total-batch and secure-batch, then
 total and secure, and reports the ordered messages per second delivered at every member.
 """
@@ -35,8 +35,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 
-from stack import aio  # noqa: E402
-from stack.events import View as ViewEv  # noqa: E402
+from cohort.stack.events import View as ViewEv  # noqa: E402
+from cohort.stack.transport import REAL_PARAMS, testing  # noqa: E402
+from cohort.stack.transport import join as join_group  # noqa: E402
 
 FAST = {
     "suspect": {"interval": 0.05, "timeout": 0.4, "lease": 0.2, "verify": 0.2},
@@ -55,7 +56,8 @@ def _params(stack: str, secret_hex: str) -> dict:
 
 
 def bench_sim(messages: int, members: int) -> None:
-    from stack import sim, tools
+    from cohort.replication.cli import sim as tools
+    from cohort.stack import sim
 
     sim.SIM_PARAMS["auth"] = {"secret": os.urandom(32)}  # this process only: the bench's secret
     rows = {}
@@ -76,7 +78,7 @@ def bench_sim(messages: int, members: int) -> None:
 
 
 async def _worker(listen: str, seeds: list[str], stack: str, secret_hex: str) -> None:
-    group = await aio.join("bench", listen, seeds, stack=stack, params=_params(stack, secret_hex))
+    group = await join_group("bench", listen, seeds, stack=stack, params=_params(stack, secret_hex))
     async for ev in group:
         if type(ev) is ViewEv:
             v = ev.view
@@ -86,7 +88,7 @@ async def _worker(listen: str, seeds: list[str], stack: str, secret_hex: str) ->
 
 def _rekey(members: int, rounds: int, stack: str) -> dict[str, list[float]]:
     secret_hex = os.urandom(32).hex()
-    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(members)]
+    addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(members)]
     fixed, extra = addrs[:-1], addrs[-1]
     rows: list[dict] = []
     procs = [
@@ -115,7 +117,7 @@ def _rekey(members: int, rounds: int, stack: str) -> dict[str, list[float]]:
         await asyncio.sleep(1.0)
         for _ in range(rounds):
             t0 = time.monotonic()
-            g = await aio.join(
+            g = await join_group(
                 "bench", extra, fixed, stack=stack, params=_params(stack, secret_hex)
             )
             changes.append(("join", t0, tuple(g.view.vid)))
@@ -164,7 +166,7 @@ def bench_rekey(members: int, rounds: int) -> None:
                     f"  {k:>12}: median {statistics.median(v):6.2f} ms  max {max(v):6.2f} ms"
                     f"  ({len(v)} view changes)"
                 )
-    from stack.layers import keyring
+    from cohort.stack.layers import keyring
 
     ring = keyring.new_ring("g", os.urandom(32), os.urandom(32), {})
     peers = [keyring.new_ring("g", os.urandom(32), os.urandom(32), {}) for _ in range(members - 1)]
@@ -184,11 +186,11 @@ def bench_rekey(members: int, rounds: int) -> None:
     )
 
 
-# --- throughput on real sockets: stack.bench's workers, with the secret --------------------------
+# --- throughput on real sockets: cohort.replication.cli.bench_stack's workers, with the secret --------------------------
 
 
 def _throughput(members: int, seconds: float, stack: str) -> float:
-    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(members)]
+    addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(members)]
     secret_hex = os.urandom(32).hex()
     procs = [
         subprocess.Popen(
@@ -229,10 +231,10 @@ def main() -> None:
         asyncio.run(_worker(listen, seeds.split(","), stack, secret_hex))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "tworker":
-        from stack import bench
+        from cohort.replication.cli import bench_stack as bench
 
         listen, seeds, seconds, index, stack, secret_hex = sys.argv[2:8]
-        aio.REAL_PARAMS["auth"] = {"secret": bytes.fromhex(secret_hex)}  # this worker only
+        REAL_PARAMS["auth"] = {"secret": bytes.fromhex(secret_hex)}  # this worker only
         coro = bench._stack_worker(
             "bench", listen, seeds.split(","), float(seconds), 64, 500, int(index), stack, "udp"
         )

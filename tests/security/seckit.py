@@ -12,17 +12,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
-
-from stack import check, wire
-from stack.compose import compose
-from stack.events import ControlIn, Deliver, DeliverSend
-from stack.events import View as ViewEv
-from stack.layer import RecordingContext
-from stack.layers.encrypt import Encrypt
-from stack.layers.encrypt import Params as EncParams
-from stack.runtime import Endpoint
-from stack.sim import SIM_PARAMS, Net, Sim
-from stack.view import View
+from cohort.stack import check, wire
+from cohort.stack.compose import compose
+from cohort.stack.events import ControlIn, Deliver, DeliverSend
+from cohort.stack.events import View as ViewEv
+from cohort.stack.layer import RecordingContext
+from cohort.stack.layers.encrypt import Encrypt
+from cohort.stack.layers.encrypt import Params as EncParams
+from cohort.stack.runtime import Endpoint
+from cohort.stack.sim import SIM_PARAMS, Net, Sim
+from cohort.stack.view import View
 
 SECRET = bytes(range(100, 132))  # the group's secret in these tests
 WRONG = bytes(range(200, 232))  # a rogue's guess
@@ -126,7 +125,7 @@ class Tap:
         return fn
 
     def decoded(self, since: float = 0.0) -> list[tuple[str, str, list, bytes]]:
-        """(src, dst, packet as decoded by stack.wire, raw) for every frame (batches split)."""
+        """(src, dst, packet as decoded by cohort.stack.wire, raw) for every frame (batches split)."""
         out = []
         for t, src, dst, data in self.packets:
             if t < since:
@@ -216,7 +215,7 @@ def attacker_writer(view: View, ring: Any, me: str, seq: int = 10**6) -> Callabl
     """An encrypt layer for `view` sending as member `me` under `ring`: a cast's wire bytes
     (sequence numbers from `seq`, above what the member really sent, so no replay check hides
     the authentication failure)."""
-    from stack.events import Cast
+    from cohort.stack.events import Cast
 
     ctx = RecordingContext(me)
     layer = Encrypt(ctx, dataclasses.replace(view, keys=ring), EncParams())

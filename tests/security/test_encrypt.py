@@ -11,6 +11,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from cohort.stack import wire
+from cohort.stack.events import Cast, Control, Deliver, Keys, Send
+from cohort.stack.layer import RecordingContext
+from cohort.stack.layers import encrypt
+from cohort.stack.layers.encrypt import Encrypt
+from cohort.stack.layers.keyring import new_ring
+from cohort.stack.view import View
 from seckit import (
     SECRET,
     Tap,
@@ -24,14 +31,6 @@ from seckit import (
     secure_sim,
     unsealed,
 )
-
-from stack import wire
-from stack.events import Cast, Control, Deliver, Keys, Send
-from stack.layer import RecordingContext
-from stack.layers import encrypt
-from stack.layers.encrypt import Encrypt
-from stack.layers.keyring import new_ring
-from stack.view import View
 
 MEMBERS = ["m0", "m1", "m2"]
 

@@ -25,6 +25,7 @@ import random
 import time
 
 import msgpack
+from cohort.stack import wire
 from seckit import (
     SECRET,
     Tap,
@@ -35,8 +36,6 @@ from seckit import (
     secure_sim,
     settled,
 )
-
-from stack import wire
 
 N = int(os.environ.get("COHORT_FUZZ", "200000"))
 SEED = int(os.environ.get("COHORT_FUZZ_SEED", "1"))

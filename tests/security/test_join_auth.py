@@ -10,6 +10,15 @@ import dataclasses
 
 import msgpack
 import pytest
+from cohort.stack import wire
+from cohort.stack.compose import StackConfigError, compose
+from cohort.stack.events import Oob, Refused
+from cohort.stack.layer import RecordingContext
+from cohort.stack.layers import auth
+from cohort.stack.layers.auth import Auth
+from cohort.stack.layers.gms_wire import OOB_INSTALL, OOB_JOIN, view_to_wire
+from cohort.stack.layers.keyring import derive, mac
+from cohort.stack.view import View, joining_view
 from seckit import (
     SECRET,
     WRONG,
@@ -23,16 +32,6 @@ from seckit import (
     secure_sim,
     unsealed,
 )
-
-from stack import wire
-from stack.compose import StackConfigError, compose
-from stack.events import Oob, Refused
-from stack.layer import RecordingContext
-from stack.layers import auth
-from stack.layers.auth import Auth
-from stack.layers.gms_wire import OOB_INSTALL, OOB_JOIN, view_to_wire
-from stack.layers.keyring import derive, mac
-from stack.view import View, joining_view
 
 MEMBERS = ["m0", "m1", "m2"]
 

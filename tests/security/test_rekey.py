@@ -9,6 +9,8 @@ view it is not in.
 from __future__ import annotations
 
 import pytest
+from cohort.stack import wire
+from cohort.stack.sim import ALL_FAULTS, run_scenario
 from seckit import (
     KeyLog,
     Tap,
@@ -22,9 +24,6 @@ from seckit import (
     settled,
     unsealed,
 )
-
-from stack import wire
-from stack.sim import ALL_FAULTS, run_scenario
 
 MEMBERS = ["m0", "m1", "m2"]
 
@@ -211,7 +210,7 @@ def test_S13_a_healed_partition_rejoins_under_a_fresh_key_unknown_to_the_minorit
 @pytest.mark.parametrize("seed", range(12))
 def test_S11_S12_random_faults_keep_keys_consistent_and_independent(seed):
     logs: list[KeyLog] = []
-    import stack.sim as simmod
+    import cohort.stack.sim as simmod
 
     real = simmod.Sim.__init__
 
@@ -260,9 +259,8 @@ def test_a_restarted_member_rejoins_under_its_new_key_pair():
 
 
 def test_a_statically_configured_view_learns_public_keys_and_rekeys_at_its_first_change():
+    from cohort.stack.layers.keyring import boot_key, derive
     from seckit import SECRET
-
-    from stack.layers.keyring import boot_key, derive
 
     sim = secure_sim(28, form="initial")
     v = sim.eps["m0"].view

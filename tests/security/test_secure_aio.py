@@ -12,13 +12,16 @@ import threading
 import time
 
 import pytest
+from cohort.replication.cli import _secret_opts
+from cohort.samples.counter import Counter
+from cohort.stack import check
+from cohort.stack.events import Deliver
+from cohort.stack.transport import JoinRefused, merge_traces, testing
+from cohort.stack.transport import join as join_group
 from seckit import SECRET, WRONG
 
-import replication
-from replication.cli import _secret_opts
-from samples.counter import Counter
-from stack import aio, check
-from stack.events import Deliver
+from cohort import replication
+from cohort.net import parse_addr
 
 FAST = {
     "suspect": {"interval": 0.05, "timeout": 0.4, "lease": 0.2, "verify": 0.2},
@@ -45,25 +48,27 @@ async def drain(g, want: set[bytes], timeout: float = 5.0) -> None:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_secure_group_on_loopback_refuses_strangers_and_rekeys_on_leave(tmp_path, transport):
-    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(5)]
+    addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(5)]
     paths = [str(tmp_path / f"m{i}.jsonl") for i in range(3)]
 
     async def run() -> None:
         gs = await asyncio.gather(
             *(
-                aio.join("sec", a, addrs[:3], "secure", params(), trace_path=p, transport=transport)
+                join_group(
+                    "sec", a, addrs[:3], "secure", params(), trace_path=p, transport=transport
+                )
                 for a, p in zip(addrs, paths)
             )
         )
         v0 = gs[0].view
         k0 = v0.keys.key
         assert all(g.view == v0 and g.view.keys.key == k0 for g in gs)
-        with pytest.raises(aio.JoinRefused, match="another group secret"):
-            await aio.join(
+        with pytest.raises(JoinRefused, match="another group secret"):
+            await join_group(
                 "sec", addrs[3], addrs[:3], "secure", params(WRONG), timeout=5, transport=transport
             )
-        with pytest.raises(aio.JoinRefused, match="only authenticated members"):
-            await aio.join(
+        with pytest.raises(JoinRefused, match="only authenticated members"):
+            await join_group(
                 "sec", addrs[4], addrs[:3], "total", params(None), timeout=5, transport=transport
             )
         assert all(g.view == v0 for g in gs)  # the refusals changed nothing
@@ -84,16 +89,16 @@ def test_secure_group_on_loopback_refuses_strangers_and_rekeys_on_leave(tmp_path
             g.close()
 
     asyncio.run(run())
-    trace = aio.merge_traces(paths)
+    trace = merge_traces(paths)
     trace.live, trace.liveness = (), False
     check.assert_ok(trace)
 
 
 def test_replayed_and_forged_datagrams_from_a_stranger_are_counted_not_delivered():
-    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(2)]
+    addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(2)]
 
     async def run() -> None:
-        gs = await asyncio.gather(*(aio.join("rp", a, addrs, "secure", params()) for a in addrs))
+        gs = await asyncio.gather(*(join_group("rp", a, addrs, "secure", params()) for a in addrs))
         sent: list[bytes] = []
         sock = gs[0]._sock
         original = sock.send
@@ -110,7 +115,7 @@ def test_replayed_and_forged_datagrams_from_a_stranger_are_counted_not_delivered
         before = sum(gs[1].ep.counters.values())
         delivered = []
         rogue = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        host, port = aio.parse_addr(addrs[1])
+        host, port = parse_addr(addrs[1])
         junk = [d[:4] + os.urandom(len(d) - 4) for d in sent]
         for d in [*sent, *junk]:
             rogue.sendto(d, (host, port))
@@ -143,7 +148,7 @@ def test_a_replicated_object_on_the_secure_stack_and_cohort_serve_secret_file(tm
         _secret_opts(str(short), "total", None)
     with pytest.raises(SystemExit, match="needs a secure stack"):
         _secret_opts(str(secret_file), "fifo", None)
-    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(3)]
+    addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(3)]
     replicas = [
         replication.Replica(Counter, "sc", a, addrs, stack=opts["stack"], params=opts["params"])
         for a in addrs

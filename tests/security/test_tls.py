@@ -6,11 +6,11 @@ import threading
 
 import pytest
 from certs import CA
+from cohort.orb.tls import client_context, server_context
+from cohort.samples.counter import Counter
+from cohort.stack.transport.testing import free_udp_ports
 
-import replication
-from orb.tls import client_context, server_context
-from samples.counter import Counter
-from stack.aio import free_udp_ports
+from cohort import replication
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -66,7 +66,7 @@ def test_a_replica_whose_certificate_we_do_not_trust_is_not_called(tls_group):
 
 
 def test_cohort_call_and_status_over_tls(tls_group, capsys):
-    from replication.cli import main
+    from cohort.replication.cli import main
 
     ca, cert, key = tls_group["files"]
     tls = ["--tls-ca", ca, "--tls-cert", cert, "--tls-key", key]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from stack.events import Timer
-from stack.layer import RecordingContext
-from stack.view import View
+from cohort.stack.events import Timer
+from cohort.stack.layer import RecordingContext
+from cohort.stack.view import View
 
 VIEW = View((1, "a"), ("a", "b", "c"), True, ("a", "b", "c"), (1, "a"))
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from stack import compose, wire
-from stack.batch import Batcher, unbatch
-from stack.events import Deliver
-from stack.runtime import Endpoint
-from stack.view import View
+from cohort.stack import compose, wire
+from cohort.stack.events import Deliver
+from cohort.stack.runtime import Endpoint
+from cohort.stack.transport.datagrams import Batcher, unbatch
+from cohort.stack.view import View
 
 VIEW = View((1, "a"), ("a", "b"), True, ("a", "b"), (1, "a"))
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from cohort.stack import check
+from cohort.stack.events import BlockOk, Cast, Deliver, Safe, Timer
+from cohort.stack.layers.batch import BATCH, Batch
+from cohort.stack.sim import Net, Sim
 from layerkit import fire, make
-
-from stack import check
-from stack.events import BlockOk, Cast, Deliver, Safe, Timer
-from stack.layers.batch import BATCH, Batch
-from stack.sim import Net, Sim
 
 
 def test_casts_of_one_tick_leave_as_one_message_and_a_lone_cast_as_itself():

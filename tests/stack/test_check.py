@@ -1,4 +1,4 @@
-"""Tests for stack.check: a correct hand-written trace passes, and each broken variant of it
+"""Tests for cohort.stack.check: a correct hand-written trace passes, and each broken variant of it
 trips exactly the property it breaks (the checker guards every simulator run, so a silent
 checker would hide real stack bugs)."""
 
@@ -7,13 +7,12 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from stack import check as chk
-from stack.trace import Trace
+from cohort.stack import check as chk
+from cohort.stack.trace import Trace
 
 V1, V2 = (1, "a"), (2, "a")
 ABC, AB = ("a", "b", "c"), ("a", "b")
-REPLAY = "python -m stack.sim --seed 42"
+REPLAY = "python -m cohort.stack.sim --seed 42"
 
 
 def make(ops: list[tuple], live: tuple[str, ...] = AB, liveness: bool = True, total: bool = True):

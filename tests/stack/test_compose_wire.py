@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from cohort.stack import wire
+from cohort.stack.compose import PRESETS, StackConfigError, compose
+from cohort.stack.events import Deliver
+from cohort.stack.layers.nak import Params as NakParams
+from cohort.stack.runtime import Endpoint
+from cohort.stack.view import View
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from stack import wire
-from stack.compose import PRESETS, StackConfigError, compose
-from stack.events import Deliver
-from stack.layers.nak import Params as NakParams
-from stack.runtime import Endpoint
-from stack.view import View
 
 VIEW = View((1, "a"), ("a", "b", "c"), True, ("a", "b", "c"), (1, "a"))
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from cohort.stack import check
+from cohort.stack.events import Blocked, Granted, Suspect, Verify
+from cohort.stack.layers.suspect import SuspectLayer
+from cohort.stack.sim import Sim
+from cohort.stack.view import View, watched
 from layerkit import make
-
-from stack import check
-from stack.events import Blocked, Granted, Suspect, Verify
-from stack.fdsock import watched
-from stack.layers.suspect import SuspectLayer
-from stack.sim import Sim
-from stack.view import View
 
 
 def test_each_member_watches_the_one_ranked_just_above_it():

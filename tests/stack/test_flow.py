@@ -9,10 +9,8 @@ stay bounded, and everything is still delivered in order afterwards.
 from __future__ import annotations
 
 import pytest
-from layerkit import fire, make
-
-from stack import check
-from stack.events import (
+from cohort.stack import check
+from cohort.stack.events import (
     Backpressure,
     BlockOk,
     Cast,
@@ -24,9 +22,10 @@ from stack.events import (
     Stable,
     Timer,
 )
-from stack.layers import flow
-from stack.layers.flow import ASK, CREDIT, SEND_ASK, SEND_CREDIT, Flow
-from stack.sim import Net, Sim
+from cohort.stack.layers import flow
+from cohort.stack.layers.flow import ASK, CREDIT, SEND_ASK, SEND_CREDIT, Flow
+from cohort.stack.sim import Net, Sim
+from layerkit import fire, make
 
 
 def cast(n: int, tag: str = "") -> Cast:

@@ -11,15 +11,14 @@ import random
 from collections import Counter
 
 import pytest
+from cohort.stack import check, wire
+from cohort.stack.compose import PRESETS, compose
+from cohort.stack.events import Cast, Deliver, DeliverSend, Safe, Send, View
+from cohort.stack.layers import frag
+from cohort.stack.layers.frag import FRAG, Frag
+from cohort.stack.sim import ALL_FAULTS, Net, Sim, run_scenario
+from cohort.stack.transport.datagrams import MAX_DATAGRAM
 from layerkit import VIEW, make
-
-from stack import check, wire
-from stack.batch import MAX_DATAGRAM
-from stack.compose import PRESETS, compose
-from stack.events import Cast, Deliver, DeliverSend, Safe, Send, View
-from stack.layers import frag
-from stack.layers.frag import FRAG, Frag
-from stack.sim import ALL_FAULTS, Net, Sim, run_scenario
 
 MiB = 1 << 20
 

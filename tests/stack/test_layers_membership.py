@@ -8,9 +8,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from layerkit import VIEW, at, fire, make
-
-from stack.events import (
+from cohort.stack.events import (
     Block,
     Blocked,
     BlockOk,
@@ -31,14 +29,15 @@ from stack.events import (
     Stable,
     Suspect,
 )
-from stack.events import View as ViewEv
-from stack.layers import gms, sequencer, suspect
-from stack.layers.flush import Flush
-from stack.layers.gms import Gms, view_from_wire, view_to_wire
-from stack.layers.sequencer import Sequencer
-from stack.layers.suspect import SuspectLayer
-from stack.layers.top import Top
-from stack.view import View
+from cohort.stack.events import View as ViewEv
+from cohort.stack.layers import gms, sequencer, suspect
+from cohort.stack.layers.flush import Flush
+from cohort.stack.layers.gms import Gms, view_from_wire, view_to_wire
+from cohort.stack.layers.sequencer import Sequencer
+from cohort.stack.layers.suspect import SuspectLayer
+from cohort.stack.layers.top import Top
+from cohort.stack.view import View
+from layerkit import VIEW, at, fire, make
 
 # --- suspect -------------------------------------------------------------------------------------
 

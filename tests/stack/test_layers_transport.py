@@ -6,10 +6,8 @@ Members are ranks in VIEW = [a, b, c]; "a" is rank 0 (coordinator and sequencer)
 from __future__ import annotations
 
 import pytest
-from layerkit import VIEW, fire, make
-
-from stack import wire
-from stack.events import (
+from cohort.stack import wire
+from cohort.stack.events import (
     Blocked,
     Cast,
     Control,
@@ -23,11 +21,12 @@ from stack.events import (
     Send,
     Stable,
 )
-from stack.layers import bottom, gms, nak, pt2pt, stable
-from stack.layers.bottom import Bottom
-from stack.layers.nak import Nak
-from stack.layers.pt2pt import Pt2pt
-from stack.layers.stable import StableLayer
+from cohort.stack.layers import bottom, gms, nak, pt2pt, stable
+from cohort.stack.layers.bottom import Bottom
+from cohort.stack.layers.nak import Nak
+from cohort.stack.layers.pt2pt import Pt2pt
+from cohort.stack.layers.stable import StableLayer
+from layerkit import VIEW, fire, make
 
 # --- bottom --------------------------------------------------------------------------------------
 

@@ -7,11 +7,10 @@ Every run records a trace and the checker verifies it; a failure message carries
 from __future__ import annotations
 
 import pytest
+from cohort.stack import check
+from cohort.stack.sim import ALL_FAULTS, Net, Sim, run_scenario
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from stack import check
-from stack.sim import ALL_FAULTS, Net, Sim, run_scenario
 
 
 def cast_burst(sim: Sim, members, count: int, start: float = 0.01, gap: float = 0.01) -> None:

@@ -1,4 +1,4 @@
-"""state.codec: exact round trips of nested values, precise error paths, user codecs."""
+"""cohort.state.codec: exact round trips of nested values, precise error paths, user codecs."""
 
 import collections
 import dataclasses
@@ -10,12 +10,12 @@ from typing import Any
 
 import msgpack
 import pytest
+from cohort.state import codec
+from cohort.state.codec import DecodeError, SerializationError, dumps, loads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import state
-from state import codec
-from state.codec import DecodeError, SerializationError, dumps, loads
+from cohort import state
 
 
 def same(a: Any, b: Any) -> bool:

@@ -1,13 +1,12 @@
-"""state.snapshot: chunking, reassembly under reordering and duplicates, corruption detection."""
+"""cohort.state.snapshot: chunking, reassembly under reordering and duplicates, corruption detection."""
 
 import random
 
 import pytest
+from cohort.state import Assembler, Snapshot, SnapshotError, digest, dumps, loads, split
+from cohort.state.snapshot import CHUNK_SIZE
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from state import Assembler, Snapshot, SnapshotError, digest, dumps, loads, split
-from state.snapshot import CHUNK_SIZE
 
 
 def assembler_for(data: bytes, chunk_size: int) -> tuple[Assembler, list[bytes]]:

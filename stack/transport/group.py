@@ -8,7 +8,7 @@ Several groups in one process share one UDP socket per listen address; each data
 4-byte tag of the group name, so a datagram for an unknown group is counted and dropped. A member's
 address is "host:port" and is its identity in views.
 
-    group = await stack.aio.join("demo", listen="127.0.0.1:7001", seeds=[...])
+    group = await cohort.stack.transport.group.join("demo", listen="127.0.0.1:7001", seeds=[...])
     await group.cast(b"hello")      # awaits while the flow layer's window is full (Backpressure)
     async for ev in group:          # Deliver / View / Block / Safe / Exit, origins as addresses
         ...
@@ -20,23 +20,27 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import socket
 import zlib
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stack import fdsock
-from stack.compose import StackSpec, compose
-from stack.events import Backpressure, Exit, Refused
-from stack.events import View as ViewEv
-from stack.record import Recorder
-from stack.runtime import Endpoint
-from stack.tcp import PREAMBLE as TCP_PREAMBLE
-from stack.tcp import TcpTransport
-from stack.tick import TickSender
-from stack.trace import Trace, from_json, to_json
+from cohort.stack.compose import StackSpec, compose
+from cohort.stack.events import Backpressure, Exit, Refused
+from cohort.stack.events import View as ViewEv
+from cohort.stack.record import Recorder
+from cohort.stack.runtime import Endpoint
+from cohort.stack.trace import Trace, from_json, to_json
+from cohort.stack.transport import fdsock
+from cohort.stack.transport.tcp import PREAMBLE as TCP_PREAMBLE
+from cohort.stack.transport.tcp import TcpTransport
+from cohort.stack.transport.udp import SOCKET_BUFFER, UdpSocket
+
+from cohort.errors import CohortError
+from cohort.net import parse_addr
+
+if TYPE_CHECKING:
+    from cohort.stack.transport.testing import Faults
 
 #: timing for real networks (the simulator uses a faster profile)
 REAL_PARAMS: dict[str, dict[str, Any]] = {
@@ -46,139 +50,19 @@ REAL_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
-#: socket buffer sizes asked for (the kernel caps them at net.core.rmem_max / wmem_max): a burst of
-#: a flow-control window (stack.layers.flow, 2 MiB by default) to each peer should fit, or most of it
-#: is dropped on arrival and recovered by NAKs at a crawl
-SOCKET_BUFFER = 8 << 20
-
-
-class JoinTimeout(TimeoutError):
+class JoinTimeout(CohortError, TimeoutError):
     """No primary view admitted us in time: check that a majority of the seeds is running and
     reachable at the addresses given, and that every member uses the same group name."""
 
 
-class JoinRefused(PermissionError):
+class JoinRefused(CohortError, PermissionError):
     """The group refused us: our group secret is not the group's, or our stack does not match the
     group's (a secure group admits only members that run the same stack and protection), or the
     group is secure and we joined without its secret. The message says which."""
 
 
-def parse_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"an address is host:port, got {addr!r}")
-    return host, int(port)
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo, hi = (int(x) for x in f.read().split())
-            return lo, hi
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_udp_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """n ports free right now on `host` for both UDP and TCP (a member's group traffic and its
-    TCP listeners share the number), for tests and benchmarks on one machine.
-
-    Chosen outside the kernel's ephemeral range: a port the kernel hands out to outgoing TCP
-    connections (clients, watchers) could otherwise be taken before a late member binds it."""
-    lo, hi = _ephemeral_range()
-    low_range = (10000, lo - 1) if lo > 11000 else (hi + 1, 65535)
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < n:
-        port = rng.randint(*low_range)
-        if port in ports:
-            continue
-        try:
-            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                with socket.socket(socket.AF_INET, kind) as s:
-                    s.bind((host, port))
-        except OSError:
-            continue
-        ports.append(port)
-    return ports
-
-
 def group_tag(name: str) -> bytes:
     return zlib.crc32(name.encode()).to_bytes(4, "big")
-
-
-@dataclass
-class Faults:
-    """Seeded packet faults on a real socket, for tests (this machine has no netem): each datagram
-    leaving is lost with `loss`, sent twice with `dup`; `blocked` peers ("host:port") receive
-    nothing from us (a partition, one way per side)."""
-
-    loss: float = 0.0
-    dup: float = 0.0
-    blocked: set[str] = field(default_factory=set)
-    seed: int = 0
-    dropped: int = 0
-    #: each datagram arriving is lost with this probability (inbound loss at this member, as an
-    #: iptables `statistic` rule on INPUT makes it; `cohort bench stack` measures with it)
-    rx_loss: float = 0.0
-    rx_dropped: int = 0
-
-    def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
-
-    def copies(self, dest: str) -> int:
-        if dest in self.blocked or (self.loss and self.rng.random() < self.loss):
-            self.dropped += 1
-            return 0
-        return 2 if self.dup and self.rng.random() < self.dup else 1
-
-
-class _Socket(TickSender, asyncio.DatagramProtocol):
-    """One UDP socket and the groups multiplexed on it."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.groups: dict[bytes, Group] = {}
-        self.unknown_group = 0
-        self.short = 0
-        super().__init__()
-        self.faults: Faults | None = None
-        self.datagrams_sent = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        faults = self.faults
-        if faults is not None and faults.rx_loss and faults.rng.random() < faults.rx_loss:
-            faults.rx_dropped += 1
-            return
-        group = self.groups.get(data[:4])
-        if group is None:
-            if len(data) < 4:
-                self.short += 1
-            else:
-                self.unknown_group += 1
-            return
-        group._on_datagram(f"{addr[0]}:{addr[1]}", data[4:])
-
-    def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.: peers may be down
-        pass
-
-    def flush(self) -> None:
-        self.flush_scheduled = False
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            self.batcher.pending.clear()
-            return
-        faults = self.faults
-        for (tag, dest), data in self.batcher.drain():
-            for _ in range(1 if faults is None else faults.copies(dest)):
-                try:
-                    transport.sendto(tag + data, parse_addr(dest))
-                    self.datagrams_sent += 1
-                except (OSError, ValueError):
-                    pass  # a peer that went away: the protocol copes
 
 
 _sockets: dict[str, Any] = {}  # listen address (or 'tcp:' + it) -> the transport there
@@ -237,7 +121,7 @@ async def _socket_for(listen: str, transport: str = "udp") -> Any:
     if sock is None or sock.transport is None or sock.transport.is_closing():
         loop = asyncio.get_running_loop()
         transport, sock = await loop.create_datagram_endpoint(
-            _Socket, local_addr=parse_addr(listen)
+            UdpSocket, local_addr=parse_addr(listen)
         )
         raw = transport.get_extra_info("socket")
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -257,7 +141,7 @@ class Group:
         name: str,
         listen: str,
         spec: StackSpec,
-        sock: _Socket,
+        sock: UdpSocket,
         seeds: Iterable[str],
         trace_path: str | None = None,
         seed: int | None = None,
@@ -288,7 +172,7 @@ class Group:
             recorder=recorder,
         )
         sock.groups[self._tag] = self
-        #: fast crash detection (stack.fdsock): set by `join`, None to rely on heartbeats only
+        #: fast crash detection (cohort.stack.transport.fdsock): set by `join`, None to rely on heartbeats only
         self.watcher: fdsock.RingMonitor | None = None
         self._pump()
 
@@ -442,7 +326,7 @@ async def join(
     view) needs its secret, the same on every member: `params={"auth": {"secret": b"<at least 16
     random bytes>"}}`; the group name is bound into every key (docs/security.md).
     `transport` is "udp" (default) or "tcp" (every member of a group must use the same);
-    `fast_detection` watches the member ranked above us over TCP (see stack.fdsock).
+    `fast_detection` watches the member ranked above us over TCP (see cohort.stack.transport.fdsock).
     """
     merged = {k: dict(v) for k, v in REAL_PARAMS.items()}
     for k, v in (params or {}).items():

@@ -20,20 +20,11 @@ import contextlib
 import logging
 from typing import Any
 
+from cohort.stack.view import watched
+
 log = logging.getLogger("cohort.fdsock")
 
 PREAMBLE = b"CHFD"
-
-
-def watched(view: Any, me: str) -> str | None:
-    """The member `me` watches in `view`: the one ranked just above (rank 0 watches the last)."""
-    if view is None:
-        return None
-    members = view.members
-    r = view.rank(me)
-    if r < 0 or len(members) < 2:
-        return None
-    return members[r - 1]
 
 
 async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

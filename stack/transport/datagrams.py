@@ -4,7 +4,7 @@ Why: one `sendto` per message caps Python at roughly 180k msgs/s on this machine
 costs a trip through the event loop on the receiver. A driver collects what its endpoints emit
 during one loop tick and ships, per destination, datagrams of concatenated packets (each packet is
 one msgpack object, so a datagram is a msgpack stream). Sans-I/O: the driver decides when a tick
-ends; this module only packs and unpacks.
+ends; this module only packs (the endpoint unpacks: `cohort.stack.wire.unbatch`).
 
 Why not a stack layer: what can be batched depends on the I/O loop's tick, which the layers never
 see (they are per-view state machines); the batch boundary is a property of the driver.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
 
-import msgpack
+from cohort.stack.wire import unbatch
 
 #: stay under a loopback/LAN UDP datagram comfortably (64 KiB minus headers)
 MAX_DATAGRAM = 60_000
@@ -53,11 +53,4 @@ class Batcher:
                 yield dest, b"".join(chunk)
 
 
-def unbatch(datagram: bytes) -> Iterator[object]:
-    """The decoded packets of a datagram; stops quietly at the first malformed byte."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=True)
-    unpacker.feed(datagram)
-    try:
-        yield from unpacker
-    except Exception:  # garbage after valid packets: the rest is dropped (and counted by caller)
-        return
+__all__ = ["MAX_DATAGRAM", "Batcher", "unbatch"]

@@ -7,7 +7,7 @@ datagram (a 4-byte group tag and a batch of packets), so several groups share on
 
 A connection starts with PREAMBLE and the sender's listen address (its identity: the source port
 of an outgoing TCP connection is not). A process that already listens on the member's port (a
-replica's server) hands such connections to `TcpTransport.accept`; otherwise `stack.aio` listens.
+replica's server) hands such connections to `TcpTransport.accept`; otherwise `cohort.stack.transport.group` listens.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import contextlib
 import struct
 from typing import Any
 
-from stack.tick import TickSender
+from cohort.stack.transport.tick import TickSender
 
 PREAMBLE = b"CHTP"
 _LEN = struct.Struct("!I")
-#: largest frame accepted (a batch is at most stack.batch.MAX_DATAGRAM bytes; leave room)
+#: largest frame accepted (a batch is at most cohort.stack.transport.datagrams.MAX_DATAGRAM bytes; leave room)
 MAX_FRAME = 1 << 20
 #: bytes buffered for a peer we are (re)connecting to; beyond it frames are dropped (like UDP)
 MAX_BACKLOG = 4 << 20
 
 
 class TcpTransport(TickSender):
-    """Drop-in for `stack.aio._Socket`: `groups`, `send(tag, dest, data)`, `flush()`, counters."""
+    """Drop-in for `cohort.stack.transport.group._Socket`: `groups`, `send(tag, dest, data)`, `flush()`, counters."""
 
     def __init__(self, listen: str) -> None:
         self.listen = listen

@@ -1,14 +1,14 @@
 """Sending per loop tick: what the UDP and TCP transports share.
 
 Why: packets the endpoints emit while the driver handles one loop tick should leave together,
-batched per peer (`stack.batch.Batcher`); the transport's `flush()` runs once the tick is over.
+batched per peer (`cohort.stack.transport.datagrams.Batcher`); the transport's `flush()` runs once the tick is over.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from stack.batch import Batcher
+from cohort.stack.transport.datagrams import Batcher
 
 
 class TickSender:

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from orb.refs import object_id, parse_ref
-from orb.wire import Connection
+from cohort.orb.refs import object_id, parse_ref
+from cohort.orb.wire import Connection
 
 
 def load_class(spec: str) -> type:
@@ -16,7 +16,7 @@ def load_class(spec: str) -> type:
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
         raise SystemExit(
-            f"give the class as MODULE:CLASS (e.g. samples.counter:Counter), not {spec!r}"
+            f"give the class as MODULE:CLASS (e.g. cohort.samples.counter:Counter), not {spec!r}"
         )
     if "" not in sys.path:
         sys.path.insert(0, "")
@@ -32,14 +32,14 @@ def load_class(spec: str) -> type:
 
 
 def serve_command(cls_spec: str, group: str, listen: str, seeds: str, **options: Any) -> int:
-    from replication.replica import serve
+    from cohort.replication.replica import serve
 
     serve(load_class(cls_spec), group, listen, seeds or listen, **options)
     return 0
 
 
 def call_command(ref: str, method: str, args: list[str], timeout: float, ns: dict) -> int:
-    from replication import connect
+    from cohort.replication import connect
 
     values = []
     for a in args:
@@ -95,7 +95,7 @@ def status_command(ref: str, ns: dict) -> int:
         if "error" in r:
             continue
         counters = {k: v for k, v in r["counters"].items() if "bad" in k or "malformed" in k}
-        orb = r.get("orb") or {}  # inputs the client port refused (orb.wire.WireServer)
+        orb = r.get("orb") or {}  # inputs the client port refused (cohort.orb.wire.WireServer)
         print(
             f"{r['addr']}: stack {r['stack']}, style {r['style']}, stats {r['stats']}, "
             f"cache {r['cache_entries']}, dropped {counters or 'none'}, "

@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Any
 
-from orb.refs import object_id
-from orb.wire import Connection
-from stack.aio import free_udp_ports
+from cohort.orb.refs import object_id
+from cohort.orb.wire import Connection
+from cohort.stack.transport.testing import free_udp_ports
 
 ACCOUNTS = 10
 INITIAL = 1000
@@ -33,7 +33,7 @@ def spawn_replica(
     cmd = [
         sys.executable,
         "-m",
-        "replication.cli",
+        "cohort.replication.cli",
         "serve",
         cls,
         "--group",
@@ -125,7 +125,7 @@ class Clients:
 
 
 def run_demo(seconds: float = 12.0, clients: int = 4) -> int:
-    from replication import connect
+    from cohort.replication import connect
 
     group = "bank"
     ports = free_udp_ports(4)
@@ -138,7 +138,7 @@ def run_demo(seconds: float = 12.0, clients: int = 4) -> int:
     print(f"replica logs: {log_dir}")
     try:
         t0 = time.monotonic()
-        procs = [spawn_replica("samples.bank:Bank", group, a, seeds, log_dir) for a in seeds]
+        procs = [spawn_replica("cohort.samples.bank:Bank", group, a, seeds, log_dir) for a in seeds]
         wait_ready(group, seeds, 30)
         print(f"  3 replicas formed the group in {time.monotonic() - t0:.2f}s")
         bank = connect(f"PYROGROUP:{group}@{','.join(seeds)}", timeout=30)
@@ -156,7 +156,7 @@ def run_demo(seconds: float = 12.0, clients: int = 4) -> int:
         print(f"  t={kill_at - start:4.1f}s  SIGKILL the coordinator/sequencer {coord}")
         time.sleep(seconds / 3)
         join_at = time.monotonic()
-        procs.append(spawn_replica("samples.bank:Bank", group, addrs[3], seeds, log_dir))
+        procs.append(spawn_replica("cohort.samples.bank:Bank", group, addrs[3], seeds, log_dir))
         print(
             f"  t={join_at - start:4.1f}s  start a fresh replica {addrs[3]} (joins, gets the state)"
         )

@@ -6,7 +6,7 @@ window of outstanding messages (its own total-order delivery is the acknowledgem
 not outrun the group; the same run measures a raw baseline (the same fan-out of the same messages
 over plain batched UDP, no ordering, no reliability) so the ratio survives a noisy machine.
 
-    python -m stack.bench worker RAW|STACK NAME LISTEN SEEDS SECONDS SIZE WINDOW  (one member)
+    python -m cohort.replication.cli.bench_stack worker RAW|STACK NAME LISTEN SEEDS SECONDS SIZE WINDOW  (one member)
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ import subprocess
 import sys
 import time
 
-from stack import aio
-from stack.events import Deliver
-from stack.events import View as ViewEv
+from cohort.stack.events import Deliver
+from cohort.stack.events import View as ViewEv
+from cohort.stack.transport import join as join_group
+from cohort.stack.transport import testing
+
+from cohort.net import parse_addr
 
 _HDR = struct.Struct("!dH")  # send time (monotonic, system-wide on Linux), sender index
 
@@ -31,10 +34,10 @@ _HDR = struct.Struct("!dH")  # send time (monotonic, system-wide on Linux), send
 async def _stack_worker(
     name, listen, seeds, seconds, size, window, index, stack, transport, rx_loss=0.0
 ) -> dict:
-    group = await aio.join(name, listen, seeds, stack=stack, timeout=20, transport=transport)
+    group = await join_group(name, listen, seeds, stack=stack, timeout=20, transport=transport)
     await asyncio.sleep(0.5)  # let every member join before measuring
     if rx_loss:  # from now on, inbound datagrams are lost at this member (joins stay quick)
-        group._sock.faults = aio.Faults(rx_loss=rx_loss, seed=index)
+        group._sock.faults = testing.Faults(rx_loss=rx_loss, seed=index)
     views0 = group.view
     pad = b"x" * max(0, size - _HDR.size)
     outstanding = 0
@@ -77,10 +80,10 @@ async def _stack_worker(
 
 async def _raw_worker(listen, seeds, seconds, size, index) -> dict:
     """The same fan-out over plain UDP with the same batching, no stack: the ceiling."""
-    from stack.batch import Batcher, unbatch
+    from cohort.stack.transport.datagrams import Batcher, unbatch
 
     loop = asyncio.get_running_loop()
-    peers = [aio.parse_addr(s) for s in seeds if s != listen]
+    peers = [parse_addr(s) for s in seeds if s != listen]
     got = 0
     lat: list[float] = []
     end_box = [float("inf")]
@@ -96,7 +99,7 @@ async def _raw_worker(listen, seeds, seconds, size, index) -> dict:
                 if len(lat) < 200_000:
                     lat.append(now - _HDR.unpack_from(obj)[0])
 
-    transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=aio.parse_addr(listen))
+    transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=parse_addr(listen))
     await asyncio.sleep(0.5)
     pad = b"x" * max(0, size - _HDR.size - 3)
     import msgpack
@@ -144,11 +147,20 @@ def _run(
     transport: str = "udp",
     rx_loss: float = 0.0,
 ) -> list[dict]:
-    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(members)]
+    addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(members)]
     seeds = ",".join(addrs)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "stack.bench", "worker", mode, "bench", a, seeds]
+            [
+                sys.executable,
+                "-m",
+                "cohort.replication.cli.bench_stack",
+                "worker",
+                mode,
+                "bench",
+                a,
+                seeds,
+            ]
             + [str(seconds), str(size), str(window), str(i), stack, transport, str(rx_loss)],
             stdout=subprocess.PIPE,
             text=True,
@@ -206,7 +218,7 @@ def bench_loss(
     transport: str = "udp",
 ) -> int:
     """Ordered throughput with each member losing a fraction of the datagrams it receives
-    (`aio.Faults.rx_loss`, drawn in the receive path after the group formed)."""
+    (`testing.Faults.rx_loss`, drawn in the receive path after the group formed)."""
     print(
         f"{members} member processes on 127.0.0.1, {size} B messages, {seconds}s, window {window}, "
         f"inbound loss at every member"
@@ -230,7 +242,7 @@ def bench_loss(
 
 async def _view_worker(listen: str, seeds: list[str], fast: bool) -> None:
     """Join, then print every view as a JSON line stamped with the system-wide monotonic clock."""
-    group = await aio.join("failover", listen, seeds, timeout=20, fast_detection=fast)
+    group = await join_group("failover", listen, seeds, timeout=20, fast_detection=fast)
     async for ev in group:
         if type(ev) is ViewEv:
             row = {"t": time.monotonic(), "members": list(ev.view.members)}
@@ -240,8 +252,15 @@ async def _view_worker(listen: str, seeds: list[str], fast: bool) -> None:
 def _detection(members: int, fast: bool) -> float:
     """Kill the coordinator of a fresh group with SIGKILL; seconds until every survivor has
     installed a view without it."""
-    addrs = [f"127.0.0.1:{p}" for p in aio.free_udp_ports(members)]
-    cmd = [sys.executable, "-m", "stack.bench", "views", "1" if fast else "0", ",".join(addrs)]
+    addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(members)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cohort.replication.cli.bench_stack",
+        "views",
+        "1" if fast else "0",
+        ",".join(addrs),
+    ]
     procs = [subprocess.Popen([*cmd, a], stdout=subprocess.PIPE, text=True) for a in addrs]
     try:
         views = {a: None for a in addrs}

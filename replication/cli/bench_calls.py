@@ -15,8 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from replication.demo import reap, replica_status, spawn_replica, wait_ready
-from stack.aio import free_udp_ports
+from cohort.replication.cli.demo import reap, replica_status, spawn_replica, wait_ready
+from cohort.stack.transport.testing import free_udp_ports
 
 PLAIN_SERVER = """
 import sys
@@ -39,7 +39,7 @@ daemon.requestLoop()
 
 ORB_SERVER = """
 import asyncio, sys
-from orb.wire import WireServer
+from cohort.orb.wire import WireServer
 value = [0]
 def add(n):
     value[0] += n
@@ -124,12 +124,14 @@ def bench_calls(
     plot: str | None = None,
     secure: bool = False,
 ) -> int:
-    from replication import connect
+    from cohort.replication import connect
 
     ports = free_udp_ports(replicas + 1)
     addrs = [f"127.0.0.1:{p}" for p in ports[:replicas]]
     log_dir = tempfile.mkdtemp(prefix="cohort-bench-")
-    procs = [spawn_replica("samples.counter:Counter", "counter", a, addrs, log_dir) for a in addrs]
+    procs = [
+        spawn_replica("cohort.samples.counter:Counter", "counter", a, addrs, log_dir) for a in addrs
+    ]
     plain, plain_call = _serve_counter(PLAIN_SERVER, ports[-1])
     procs.append(plain)
     orb_port = free_udp_ports(1)[0]
@@ -145,7 +147,12 @@ def bench_calls(
         saddrs = [f"127.0.0.1:{p}" for p in free_udp_ports(replicas)]
         procs += [
             spawn_replica(
-                "samples.counter:Counter", "scounter", a, saddrs, log_dir, ("--secret-file", key)
+                "cohort.samples.counter:Counter",
+                "scounter",
+                a,
+                saddrs,
+                log_dir,
+                ("--secret-file", key),
             )
             for a in saddrs
         ]

@@ -1,9 +1,9 @@
 """Checker properties over the records a scenario generator adds: unicasts and the fault schedule.
 
-Why apart from `stack.check`: these need facts an endpoint's recorder does not have (which unicasts
+Why apart from `cohort.stack.check`: these need facts an endpoint's recorder does not have (which unicasts
 the application sent, which faults were injected and when), so they apply only to traces whose
-generator wrote them (`stack.sim.run_scenario`; see the record kinds in `stack.check`). They
-register with `stack.check` like the others, so `check.check()` runs them too.
+generator wrote them (`cohort.stack.sim.run_scenario`; see the record kinds in `cohort.stack.check`). They are
+listed in `PROPERTIES` like the others, so `cohort.stack.check.check()` runs them too.
 
 - U1-U4 reliable unicast (pt2pt): integrity and sending view, no duplicate, gap-free FIFO per
   sender, receiver and view, and termination between live members of the final view.
@@ -22,13 +22,22 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
-from stack.check import INF, LEAVING, Violation, _final_view, _fv, _Index, _property, _v
+from cohort.stack.check.index import (
+    INF,
+    LEAVING,
+    Index,
+    Violation,
+    final_view,
+    fmt_vid,
+    prop,
+    violation,
+)
 
 # --- reliable unicast ---------------------------------------------------------------------------
 
 
-@_property
-def check_unicast(ix: _Index) -> Iterator[Violation]:
+@prop
+def check_unicast(ix: Index) -> Iterator[Violation]:
     """U1-U4: a unicast is delivered only by its destination, in the view it was sent in, once,
     in send order without gaps per sender, receiver and view; and, when liveness applies, if sent
     between live members in the final view."""
@@ -41,23 +50,23 @@ def check_unicast(ix: _Index) -> Iterator[Violation]:
     for step, q, vid, origin, m in ix.udelivers:
         s = sent.get(m)
         if s is None or s[0] > step or (s[1], s[3], s[2]) != (origin, q, vid):
-            why = f"{q} delivered in {_fv(vid)} a unicast that {origin} did not send it there"
-            yield _v("U1", why, [q, origin], [m])
+            why = f"{q} delivered in {fmt_vid(vid)} a unicast that {origin} did not send it there"
+            yield violation("U1", why, [q, origin], [m])
         elif (q, m) in seen:
-            yield _v("U2", f"{q} delivered a unicast again at step {step}", [q], [m])
+            yield violation("U2", f"{q} delivered a unicast again at step {step}", [q], [m])
         else:
             seen.add((q, m))
             key = (origin, q, vid)
             want, got[key] = order[key][got[key]], order[key].index(m) + 1
             if want != m:
-                why = f"{q} skipped or reordered {origin}'s unicasts in {_fv(vid)}"
-                yield _v("U3", why, [q, origin], [want, m])
-    final = _final_view(ix)[0] if ix.trace.liveness and ix.usends else None
+                why = f"{q} skipped or reordered {origin}'s unicasts in {fmt_vid(vid)}"
+                yield violation("U3", why, [q, origin], [want, m])
+    final = final_view(ix)[0] if ix.trace.liveness and ix.usends else None
     live = set(ix.trace.live)
     for _s, p, vid, dest, m, _t in ix.usends if final is not None else ():
         if vid == final.vid and p in live and dest in live and (dest, m) not in seen:
-            why = f"{p} sent a unicast in final view {_fv(vid)}; {dest} never delivered it"
-            yield _v("U4", why, [p, dest], [m])
+            why = f"{p} sent a unicast in final view {fmt_vid(vid)}; {dest} never delivered it"
+            yield violation("U4", why, [p, dest], [m])
 
 
 # --- properties that need the fault schedule ----------------------------------------------------
@@ -70,8 +79,8 @@ SLACK, LATE = 0.5, 0.1
 RECENT = 1.5
 
 
-@_property
-def check_exclusion_cause(ix: _Index) -> Iterator[Violation]:
+@prop
+def check_exclusion_cause(ix: Index) -> Iterator[Violation]:
     """M9: a member leaves a primary view only by crashing, leaving, or being paused, or after a
     member that may have run the change (ranked at or above the next view's proposer, whose
     suspicions a proposer adopts) lost contact with it: a link between them cut, or it paused.
@@ -112,9 +121,9 @@ def check_exclusion_cause(ix: _Index) -> Iterator[Violation]:
                     for k in (("pause", q), ("cut", a, q), ("cut", q, a))
                 ]
                 if not any(hit(k, lo, hi) for k in keys):
-                    why = f"{a} excluded from {_fv(v)} by {_fv(w)} (proposer {proposer})"
+                    why = f"{a} excluded from {fmt_vid(v)} by {fmt_vid(w)} (proposer {proposer})"
                     why += ", though no member ranked up to the proposer lost contact with it"
-                    yield _v("M9", why, [a, proposer])
+                    yield violation("M9", why, [a, proposer])
 
 
 #: a fault may disturb delivery until this long after it (suspicion timeout, then a flush); an
@@ -122,8 +131,8 @@ def check_exclusion_cause(ix: _Index) -> Iterator[Violation]:
 AFTER_FAULT, AFTER_INSTALL = 1.0, 0.3
 
 
-@_property
-def check_prompt_repair(ix: _Index) -> Iterator[Violation]:
+@prop
+def check_prompt_repair(ix: Index) -> Iterator[Violation]:
     """L3: with a repair bound B in the SCHEDULE record, a cast sent at t in a calm stretch (no
     fault from t - AFTER_FAULT, no install from t - AFTER_INSTALL, to t + B) reaches every member
     of its view that had installed it by t + B: loss is repaired within a few NAK rounds, however
@@ -145,6 +154,18 @@ def check_prompt_repair(ix: _Index) -> Iterator[Violation]:
         for q in c.members:
             i = next((i for i in ix.by_member.get(q, ()) if i.vid == vid), None)
             if i is not None and i.time <= t and ix.dlv_at.get((q, m), INF) > hi:
-                why = f"{q} had not delivered {p}'s cast {bound}s after it was sent in {_fv(vid)}"
-                yield _v("L3", f"{why} (nothing else was happening)", [p, q], [m])
+                why = (
+                    f"{q} had not delivered {p}'s cast {bound}s after it was sent in {fmt_vid(vid)}"
+                )
+                yield violation("L3", f"{why} (nothing else was happening)", [p, q], [m])
                 break
+
+
+#: this module's properties, in the order `cohort.stack.check.check` runs them
+PROPERTIES = (
+    check_unicast,
+    check_exclusion_cause,
+    check_prompt_repair,
+)
+
+__all__ = ["check_unicast", "check_exclusion_cause", "check_prompt_repair"]

@@ -12,9 +12,9 @@ import os
 import pstats
 import time
 
-from stack import check
-from stack.compose import StackConfigError, compose
-from stack.sim import ALL_FAULTS, Net, Sim, run_scenario
+from cohort.stack import check
+from cohort.stack.compose import StackConfigError, compose
+from cohort.stack.sim import ALL_FAULTS, Net, Sim, run_scenario
 
 #: faults that need a membership service (gms) in the stack
 _VIEW_FAULTS = {"crash", "pause", "partition", "join", "leave"}
@@ -46,9 +46,9 @@ def sim_command(
 ) -> int:
     """Run scenarios, print one line per failing seed and a summary; non-zero exit on violation.
 
-    `fd_notify` models fast crash detection (stack.fdsock): a crash is reported at once to the
+    `fd_notify` models fast crash detection (cohort.stack.transport.fdsock): a crash is reported at once to the
     member watching the crashed one, which excludes it without waiting out its lease."""
-    from stack.sim import Sim
+    from cohort.stack.sim import Sim
 
     Sim.fd_notify = fd_notify
     fault_set = parse_faults(faults)

@@ -16,9 +16,9 @@ from cast to delivery at all members and from cast to Safe at the origin, and a 
 fired per layer and token, how long each gap in a FIFO stream stayed open before its repair, how long
 flow control held the senders blocked, the layers' counters).
 
-    python -m stack.lossbench [--stack total,total-batch] [--loss 0,0.01,0.05,0.1] [--ack deliver]
+    python -m cohort.replication.cli.bench_loss [--stack total,total-batch] [--loss 0,0.01,0.05,0.1] [--ack deliver]
         [--senders all|one] [--window 500] [--seconds 2] [--timing real|sim] [--profile]
-    python -m stack.lossbench real [--loss 0,0.1] ...   (real processes: see stack.bench)
+    python -m cohort.replication.cli.bench_loss real [--loss 0,0.1] ...   (real processes: see cohort.replication.cli.bench_stack)
 """
 
 from __future__ import annotations
@@ -29,17 +29,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from stack.events import Backpressure, Deliver, Safe
-from stack.sim import SIM_PARAMS, Net, Sim
+from cohort.stack.events import Backpressure, Deliver, Safe
+from cohort.stack.sim import SIM_PARAMS, Net, Sim
 
 
 def real_timing() -> dict[str, dict[str, Any]]:
-    """The timings the real runtime uses (the layers' defaults and `stack.aio.REAL_PARAMS`) in
+    """The timings the real runtime uses (the layers' defaults and `cohort.stack.transport.group.REAL_PARAMS`) in
     place of the simulator's faster ones, so that virtual numbers speak about the deployment."""
     import dataclasses
 
-    from stack.aio import REAL_PARAMS
-    from stack.layers import REGISTRY
+    from cohort.stack.layers import REGISTRY
+    from cohort.stack.transport.group import REAL_PARAMS
 
     out: dict[str, dict[str, Any]] = {}
     for layer, sim_params in SIM_PARAMS.items():
@@ -275,7 +275,9 @@ def _fmt(r: Result) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stack.lossbench", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m cohort.replication.cli.bench_loss", description=__doc__
+    )
     ap.add_argument("mode", nargs="?", choices=["sim", "real"], default="sim")
     ap.add_argument("--stack", default="total,total-batch")
     ap.add_argument("--loss", default="0,0.01,0.05,0.1")
@@ -293,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     losses = [float(x) for x in args.loss.split(",")]
     stacks = args.stack.split(",")
     if args.mode == "real":
-        from stack.bench import bench_loss
+        from cohort.replication.cli.bench_stack import bench_loss
 
         return bench_loss(args.members, args.size, args.seconds, args.window, stacks, losses)
     print(

@@ -10,11 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from stack import tools as simtools
+from cohort.replication.cli import sim as simtools
 
 
 def _params(items: Sequence[str]) -> dict[str, dict[str, float]]:
-    """`layer.key=value` pairs into the nested dict `stack.compose` takes."""
+    """`layer.key=value` pairs into the nested dict `cohort.stack.compose` takes."""
     out: dict[str, dict[str, float]] = {}
     for item in items:
         try:
@@ -41,7 +41,7 @@ def _secret_opts(path: str, stack: str, params: dict | None) -> dict:
             "random bytes (make one with: head -c 32 /dev/urandom > FILE)"
         )
     stack = {"total": "secure", "total-batch": "secure-batch"}.get(stack, stack)
-    from stack.compose import StackConfigError, compose
+    from cohort.stack.compose import StackConfigError, compose
 
     try:
         if "auth" not in compose(stack).names:
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "demo":
         if args.simulated:
             return simtools.demo()
-        from replication.demo import run_demo
+        from cohort.replication.cli.demo import run_demo
 
         return run_demo(seconds=args.seconds, clients=args.clients)
     ns = {
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if v
     }
     if args.cmd == "serve":
-        from replication.commands import serve_command
+        from cohort.replication.cli.commands import serve_command
 
         opts = dict(stack=args.stack, params=_params(args.param) or None, trace_path=args.trace)
         opts["transport"] = args.transport
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.secret_file:
             opts.update(_secret_opts(args.secret_file, args.stack, opts["params"]))
         if args.tls_cert:
-            from orb.tls import server_context
+            from cohort.orb.tls import server_context
 
             opts["ssl_context"] = server_context(
                 args.tls_cert, args.tls_key, args.tls_ca, args.tls_require_client_cert
@@ -205,19 +205,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts.update(ns_host=args.ns_host or "localhost", ns_port=args.ns_port)
         return serve_command(args.cls, args.group, args.listen, args.seeds, **opts)
     if getattr(args, "tls_ca", None) and args.cmd in ("call", "status"):
-        from orb.tls import client_context
+        from cohort.orb.tls import client_context
 
         ns["ssl_context"] = client_context(args.tls_ca, args.tls_cert, args.tls_key)
     if args.cmd == "call":
-        from replication.commands import call_command
+        from cohort.replication.cli.commands import call_command
 
         return call_command(args.ref, args.method, args.args, args.timeout, ns)
     if args.cmd == "status":
-        from replication.commands import status_command
+        from cohort.replication.cli.commands import status_command
 
         return status_command(args.ref, ns)
     if args.cmd == "bench" and args.what == "calls":
-        from replication.bench import bench_calls
+        from cohort.replication.cli.bench_calls import bench_calls
 
         clients = [int(c) for c in args.clients.split(",") if c]
         return bench_calls(
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             profile=not args.no_profile,
         )
     if args.cmd == "bench" and args.what == "stack":
-        from stack.bench import bench_failover, bench_stack
+        from cohort.replication.cli.bench_stack import bench_failover, bench_stack
 
         if args.failover:
             return bench_failover(args.members)
