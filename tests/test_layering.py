@@ -25,18 +25,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from layout import BARE, MODULES, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-#: package -> its folder (the mapping of pyproject.toml's package-dir)
-FOLDERS = {
-    "cohort": "cohort",
-    "cohort.stack": "stack",
-    "cohort.state": "state",
-    "cohort.replication": "replication",
-    "cohort.orb": "orb",
-    "cohort.samples": "samples",
-}
-BARE = {"stack", "state", "replication", "orb", "samples"}
 LEAVES = {"cohort.errors", "cohort.net"}
 MAX_LINES = 500
 #: modules still over MAX_LINES, with the size they may not exceed: debt to split (issue 13), not a
@@ -47,19 +37,6 @@ OVERSIZE = {
     "cohort.stack.layers.gms": 610,
     "cohort.stack.sim": 590,
 }
-
-
-def _modules() -> dict[str, Path]:
-    out = {}
-    for pkg, folder in FOLDERS.items():
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            rel = path.relative_to(ROOT / folder).with_suffix("")
-            parts = [p for p in rel.parts if p != "__init__"]
-            out[".".join([pkg, *parts])] = path
-    return out
-
-
-MODULES = _modules()
 
 
 def _imports(path: Path) -> list[str]:

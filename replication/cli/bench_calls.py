@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from cohort.replication.cli.demo import reap, replica_status, spawn_replica, wait_ready
+from cohort.orb.status import replica_status
+from cohort.replication.cli.demo import reap, spawn_replica, wait_ready
 from cohort.stack.transport.testing import free_udp_ports
 
 PLAIN_SERVER = """

@@ -1,17 +1,17 @@
-"""What `cohort sim`, `cohort demo` and `cohort bench sim` do, kept beside the simulator.
-
-Why here and not in the CLI: these drive only the stack, and `stack` depends on nothing else of
-ours; the CLI module just parses arguments.
+"""`cohort sim` (random fault scenarios through the real layers, every trace checked), the simulated
+demo (`cohort demo --simulated`) and `cohort bench sim` (stack CPU per delivered message).
 """
 
 from __future__ import annotations
 
+import argparse
 import cProfile
 import io
 import os
 import pstats
 import time
 
+from cohort.replication.cli.options import UsageError, add_param_option, parse_params, stack_help
 from cohort.stack import check
 from cohort.stack.compose import StackConfigError, compose
 from cohort.stack.sim import ALL_FAULTS, Net, Sim, run_scenario
@@ -26,7 +26,7 @@ def parse_faults(text: str) -> tuple[str, ...]:
     faults = tuple(f.strip() for f in text.split(",") if f.strip())
     unknown = [f for f in faults if f not in ALL_FAULTS]
     if unknown:
-        raise SystemExit(
+        raise UsageError(
             f"unknown fault(s) {', '.join(unknown)}; choose from {', '.join(ALL_FAULTS)} or 'all'"
         )
     return faults
@@ -55,8 +55,7 @@ def sim_command(
     try:
         spec = compose(stack, params or None)
     except StackConfigError as e:
-        print(f"cohort sim: {e}")
-        return 2
+        raise UsageError(f"--stack: {e}") from None
     if not spec.provides("views"):
         dropped = sorted(set(fault_set) & _VIEW_FAULTS)
         if dropped:
@@ -93,7 +92,7 @@ def sim_command(
 
 def demo() -> int:
     """A 5-member simulated group: traffic, the coordinator crashes, a member joins; then verdict."""
-    print("Cohort demo (simulated network; the replicated-object demo arrives with issue 4)\n")
+    print("Cohort demo (simulated network: the group stack alone, no replicated object)\n")
     sim = Sim(seed=2026, n=5, net=Net(loss=0.05, reorder=0.05), replay="cohort demo")
     names = list(sim.seeds)
     for k in range(40):
@@ -182,3 +181,43 @@ def bench_sim(*, members: int, messages: int, size: int, stack: str, profile: bo
         for ln in lines[start : start + 13]:
             print("  " + ln.replace(os.getcwd() + "/", ""))
     return 0 if delivered == total else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sim",
+        help="run random fault scenarios in the simulator and check them",
+        description="Run SCENARIOS seeded random scenarios (crashes, pauses, loss, partitions, "
+        "joins, leaves) through the real layers of a stack, check every trace, and print one line "
+        "per failing seed with the command that replays it. Exit status 1 if any failed.",
+    )
+    p.add_argument("--scenarios", type=int, default=100, help="how many (default %(default)s)")
+    p.add_argument("--seed-start", type=int, default=0, help="the first seed")
+    p.add_argument("--members", type=int, default=5, help="group size")
+    p.add_argument(
+        "--faults",
+        default="all",
+        help="comma list of " + ",".join(ALL_FAULTS) + " or 'all' (default)",
+    )
+    p.add_argument("--stack", default="total", help=stack_help())
+    add_param_option(p)
+    p.add_argument("--trace-dir", help="write the trace of every failing seed here")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every violation")
+    p.add_argument(
+        "--fd-notify", action="store_true", help="model fast crash detection (TCP watchers)"
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return sim_command(
+        scenarios=args.scenarios,
+        seed_start=args.seed_start,
+        members=args.members,
+        faults=args.faults,
+        stack=args.stack,
+        params=parse_params(args.param),
+        trace_dir=args.trace_dir,
+        verbose=args.verbose,
+        fd_notify=args.fd_notify,
+    )

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from cohort.replication.cli.demo import replica_status
+from cohort.orb.status import replica_status
 from cohort.stack.transport.testing import free_udp_ports
 
 from tests.history.lincheck import Op

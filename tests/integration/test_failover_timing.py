@@ -15,8 +15,8 @@ import time
 
 import pytest
 from cluster import Cluster
+from cohort.orb.status import replica_status
 from cohort.orb.wire import Connection
-from cohort.replication.cli.demo import replica_status
 
 from tests.history.lincheck import Op, check
 from tests.history.models import CounterModel

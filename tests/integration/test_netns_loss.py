@@ -17,8 +17,8 @@ import threading
 import time
 
 import pytest
+from cohort.orb.status import replica_status
 from cohort.replication import connect
-from cohort.replication.cli.demo import replica_status
 from netns import Hosts, available
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

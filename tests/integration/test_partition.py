@@ -19,7 +19,7 @@ from cluster import Cluster
 from cohort.orb import errors as st
 from cohort.orb.wire import Connection
 from cohort.replication import connect
-from cohort.replication.cli.commands import status_command
+from cohort.replication.cli import main as cohort_main
 from cohort.state import codec
 
 pytestmark = [
@@ -70,7 +70,7 @@ def test_a_cut_off_replica_reports_not_primary_and_refuses_at_once(tmp_path, cap
             st_v = c.wait(lambda s: s[victim] and not s[victim]["primary"], [victim], 10)[victim]
             took = time.monotonic() - t0
             assert st_v["cut_off"] is None or "cut off" in st_v["cut_off"]
-            status_command(f"PYROGROUP:part@{victim}", {})  # says why it does not serve
+            cohort_main(["status", f"PYROGROUP:part@{victim}"])  # says why it does not serve
             out = capsys.readouterr().out
             row = next(line for line in out.splitlines() if line.startswith(victim))
             assert f"{victim}: {victim} is cut off" in out or "minority" in row, out

@@ -12,7 +12,8 @@ import threading
 import time
 
 import pytest
-from cohort.replication.cli import _secret_opts
+from cohort.replication.cli.options import UsageError
+from cohort.replication.cli.options import secret_options as _secret_opts
 from cohort.samples.counter import Counter
 from cohort.stack import check
 from cohort.stack.events import Deliver
@@ -142,11 +143,11 @@ def test_a_replicated_object_on_the_secure_stack_and_cohort_serve_secret_file(tm
     secret_file.write_bytes(SECRET + b"\n")
     opts = _secret_opts(str(secret_file), "total", {"gms": {"flush_timeout": 0.4}})
     assert opts["stack"] == "secure" and opts["params"]["auth"]["secret"] == SECRET
-    with pytest.raises(SystemExit, match="at least 16"):
+    with pytest.raises(UsageError, match="at least 16"):
         short = tmp_path / "short.key"
         short.write_bytes(b"tiny")
         _secret_opts(str(short), "total", None)
-    with pytest.raises(SystemExit, match="needs a secure stack"):
+    with pytest.raises(UsageError, match="needs a secure stack"):
         _secret_opts(str(secret_file), "fifo", None)
     addrs = [f"127.0.0.1:{p}" for p in testing.free_udp_ports(3)]
     replicas = [
