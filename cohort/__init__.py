@@ -43,8 +43,12 @@ _EXPORTS: dict[str, str] = {
     "ViewInfo": "cohort.replication.engine",
     "connect": "cohort.orb.proxy",
     "GroupProxy": "cohort.orb.proxy",
+    "ProxyInfo": "cohort.orb.proxy",
+    "proxy_info": "cohort.orb.proxy",
+    "close_proxy": "cohort.orb.proxy",
     "GroupRef": "cohort.orb.refs",
     "register": "cohort.state.codec",
+    "Record": "cohort.state.codec",
     "register_dataclass": "cohort.state.codec",
     "serializable": "cohort.state.codec",
     # the error tree
@@ -59,29 +63,39 @@ _EXPORTS: dict[str, str] = {
     "GroupUnavailable": "cohort.orb.errors",
     "NoQuorum": "cohort.orb.errors",
     "StaleRequest": "cohort.orb.errors",
+    "GroupNotServed": "cohort.orb.errors",
+    "MessageTooLarge": "cohort.orb.errors",
+    "TLSMismatch": "cohort.orb.errors",
     "RemoteError": "cohort.orb.errors",
 }
 
 __all__ = [
     "__version__",
+    "ProxyInfo",
     "CohortError",
     "DecodeError",
     "GroupProxy",
     "GroupRef",
+    "GroupNotServed",
     "GroupUnavailable",
     "JoinRefused",
     "JoinTimeout",
+    "MessageTooLarge",
     "NoQuorum",
     "RemoteError",
     "Replica",
+    "Record",
     "ReplicationError",
     "SerializationError",
     "SnapshotError",
     "StackConfigError",
     "StaleRequest",
+    "TLSMismatch",
     "ViewInfo",
+    "close_proxy",
     "connect",
     "now",
+    "proxy_info",
     "query",
     "random",
     "register",
@@ -107,8 +121,16 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from cohort.errors import CohortError
-    from cohort.orb.errors import GroupUnavailable, NoQuorum, RemoteError, StaleRequest
-    from cohort.orb.proxy import GroupProxy, connect
+    from cohort.orb.errors import (
+        GroupNotServed,
+        GroupUnavailable,
+        MessageTooLarge,
+        NoQuorum,
+        RemoteError,
+        StaleRequest,
+        TLSMismatch,
+    )
+    from cohort.orb.proxy import GroupProxy, ProxyInfo, close_proxy, connect, proxy_info
     from cohort.orb.refs import GroupRef
     from cohort.replication.api import ReplicationError, now, query, random, replicated
     from cohort.replication.engine import ViewInfo
@@ -117,6 +139,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from cohort.stack.transport.group import JoinRefused, JoinTimeout
     from cohort.state.codec import (
         DecodeError,
+        Record,
         SerializationError,
         register,
         register_dataclass,

@@ -32,54 +32,35 @@ import os
 import socket
 import threading
 import time
-from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from cohort.orb import errors
-from cohort.orb.refs import GroupRef, object_id, parse_ref
-from cohort.orb.wire import Connection
+from cohort.orb.connection import Connection
+from cohort.orb.pool import Pool
+from cohort.orb.refs import DESCRIBE, INVOKE, GroupRef, object_id, parse_ref
 from cohort.state.codec import SerializationError, dumps, loads
 from Pyro5 import errors as pyro_errors
 
-_CONNECTION_ERRORS = (OSError, EOFError, pyro_errors.ProtocolError, pyro_errors.CommunicationError)
-
-
-class _Pool:
-    def __init__(self, obj: str, size: int, connect_timeout: float, ssl_context) -> None:
-        self.obj = obj
-        self.size = size
-        self.connect_timeout = connect_timeout
-        self.ssl_context = ssl_context
-        self.idle: dict[str, list[Connection]] = defaultdict(list)
-        self.lock = threading.Lock()
-
-    def get(self, addr: str) -> Connection:
-        with self.lock:
-            idle = self.idle[addr]
-            if idle:
-                return idle.pop()
-        return Connection(addr, self.obj, self.connect_timeout, self.ssl_context)
-
-    def put(self, conn: Connection) -> None:
-        with self.lock:
-            idle = self.idle[conn.addr]
-            if len(idle) < self.size:
-                idle.append(conn)
-                return
-        conn.close()
-
-    def drop(self, addr: str) -> None:
-        with self.lock:
-            conns = self.idle.pop(addr, [])
-        for c in conns:
-            c.close()
-
-    def close(self) -> None:
-        with self.lock:
-            conns = [c for cs in self.idle.values() for c in cs]
-            self.idle.clear()
-        for c in conns:
-            c.close()
+_CONNECTION_ERRORS = (
+    OSError,
+    EOFError,
+    pyro_errors.ProtocolError,
+    pyro_errors.CommunicationError,
+    errors.GroupNotServed,  # that replica cannot serve the call: try the others
+)
+#: answers that will not change by retrying the same replica soon: nothing listens at the address,
+#: it serves no such group, or it speaks TLS and we do not (or the other way round)
+_DEFINITIVE = {
+    ConnectionRefusedError: "refused",
+    errors.GroupNotServed: "not served",
+    errors.TLSMismatch: "tls",
+}
+#: room for a call's fields around its argument bytes (the replicas' engine uses the same)
+MESSAGE_OVERHEAD = 4096
+#: how long every replica must give definitive answers before a call fails with them: covers a
+#: replica restarting on its port, and still answers well within 2 s
+DEFINITIVE_GRACE = 0.5
 
 
 class _Wait:
@@ -128,12 +109,13 @@ class GroupProxy:
         self._vid: list | None = None
         self._timeout = timeout
         self._attempt_timeout = attempt_timeout
-        self._pool = _Pool(object_id(ref.group), pool_size, min(attempt_timeout, 2.0), ssl_context)
+        self._pool = Pool(object_id(ref.group), pool_size, min(attempt_timeout, 2.0), ssl_context)
         self._client_id = os.urandom(8)
         self._lock = threading.Lock()
         self._next_rid = 1
         self._outstanding: set[int] = set()
         self._methods: dict[str, str] | None = None
+        self._max_message: int | None = None  # the group's, from `describe`
         self._rr = itertools.count()
         self._probe_interval = probe_interval
         # a probe that gets no answer in this long tells nothing (the replica may be busy too)
@@ -142,9 +124,11 @@ class GroupProxy:
         self._waits: set[_Wait] = set()
         self._watcher: threading.Thread | None = None
         self._closed = False
-        self.failovers = 0  # calls that had to move to another replica (for reports and tests)
-        self.abandoned = 0  # attempts left because a newer view excluded their replica
-        self.probes = 0  # views asked for by the watcher (answered)
+        # counters for `cohort.proxy_info`; every attribute of a proxy is `_`-prefixed, so none
+        # can shadow a replicated method (`proxy.close()` calls the object's own `close`)
+        self._cohort_failovers = 0  # calls that had to move to another replica
+        self._cohort_abandoned = 0  # attempts left because a newer view excluded their replica
+        self._cohort_probes = 0  # views asked for by the watcher (answered)
 
     # --- Pyro5-like surface -----------------------------------------------------------------------
 
@@ -157,16 +141,13 @@ class GroupProxy:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self._cohort_close()
 
-    def close(self) -> None:
+    def _cohort_close(self) -> None:
+        """Close the proxy's connections (a `with` block does it; like Pyro5's `_pyroRelease`)."""
         with self._lock:
             self._closed = True
         self._pool.close()
-
-    @property
-    def members(self) -> tuple[str, ...]:
-        return tuple(self._members)
 
     def __repr__(self) -> str:
         return f"<GroupProxy {GroupRef(self._group, tuple(self._members))}>"
@@ -179,6 +160,14 @@ class GroupProxy:
         except SerializationError as e:
             raise SerializationError(f"argument of {method}() cannot be sent: {e}") from None
         kinds = self._methods or self._describe()
+        limit = self._max_message
+        if limit is not None and len(payload) + MESSAGE_OVERHEAD > limit:
+            raise errors.MessageTooLarge(
+                f"the arguments of {method}() take {len(payload):,} bytes encoded; group "
+                f"{self._group!r} carries at most {limit:,} bytes per message (less "
+                f"{MESSAGE_OVERHEAD} for the call's header). Send less per call, or raise the "
+                "limit on every replica: cohort serve --param frag.max_size=BYTES"
+            )
         kind = kinds.get(method)
         if kind is None:
             raise AttributeError(
@@ -193,7 +182,7 @@ class GroupProxy:
             done = min(self._outstanding) - 1
         try:
             status, body = self._call_any(
-                "invoke",
+                INVOKE,
                 [self._client_id, rid, method, payload, done, int(local), self._vid],
                 local,
             )
@@ -201,13 +190,13 @@ class GroupProxy:
             with self._lock:
                 self._outstanding.discard(rid)
         if status == errors.OK:
-            return loads(body)
+            return loads(body, records=True)  # it ran: never fail on our own codec registry
         if status == errors.ERROR:
             raise errors.decode_exception(body)
         raise errors.RemoteError("Cohort", f"unexpected reply status {status}: {body!r}")
 
     def _describe(self) -> dict[str, str]:
-        _status, body = self._call_any("describe", [], True)
+        _status, body = self._call_any(DESCRIBE, [], True)
         self._methods = body
         return body
 
@@ -224,9 +213,11 @@ class GroupProxy:
     def _call_any(self, method: str, args: list, local: bool) -> tuple[int, Any]:
         deadline = time.monotonic() + self._timeout
         failures: dict[str, str] = {}
+        kinds: dict[str, str] = {}  # addr -> its last answer: a _DEFINITIVE kind, "no quorum", ...
         backoff = 0.02
         first = True
-        refusals = 0  # rounds in a row in which every replica said "no quorum"
+        refusals = 0  # rounds in a row in which no replica could serve and one said "no quorum"
+        definitive_since: float | None = None
         while True:
             candidates = self._candidates(local)
             moved = False  # an attempt was abandoned: start over at the new view's coordinator
@@ -236,12 +227,13 @@ class GroupProxy:
                     break
                 if not first:
                     with self._lock:
-                        self.failovers += 1
+                        self._cohort_failovers += 1
                 first = False
                 try:
                     conn = self._pool.get(addr)
                 except _CONNECTION_ERRORS as e:
                     failures[addr] = f"connect failed: {e}"
+                    kinds[addr] = _DEFINITIVE.get(type(e), "unreachable")
                     continue
                 wait = self._watch(addr, conn, local)
                 try:
@@ -256,32 +248,42 @@ class GroupProxy:
                         moved = True
                         break
                     failures[addr] = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                    kinds[addr] = "lost"
                     continue
                 if self._unwatch(wait):
                     conn.close()  # shut down by the watcher just as the reply came in
                 else:
                     self._pool.put(conn)
-                if method == "describe":
+                if method == DESCRIBE:
                     self._learn(reply.get("view"))
+                    self._max_message = reply.get("max_message")
                     return errors.OK, reply["methods"]
                 status, body, view = reply
                 self._learn(view)
                 if status == errors.NO_QUORUM:
                     failures[addr] = f"no quorum: {body}"
+                    kinds[addr] = "no quorum"
                     continue
                 if status == errors.RETRY:
                     failures[addr] = f"not serving: {body}"
+                    kinds[addr] = "not serving"
                     continue
                 if status == errors.STALE:
                     raise self._stale(args[1], body)
                 return status, body
             if moved:
                 continue
-            if all(failures.get(a, "").startswith("no quorum") for a in candidates):
-                refusals += 1
+            now = time.monotonic()
+            round_kinds = [kinds.get(a, "") for a in candidates]
+            if round_kinds and all(k in _DEFINITIVE.values() for k in round_kinds):
+                definitive_since = definitive_since if definitive_since is not None else now
+                if now - definitive_since >= DEFINITIVE_GRACE:
+                    raise self._definitive(failures, kinds)
             else:
-                refusals = 0
-            if time.monotonic() >= deadline or refusals >= 5:
+                definitive_since = None
+            stranded = all(k == "no quorum" or k in _DEFINITIVE.values() for k in round_kinds)
+            refusals = refusals + 1 if stranded and "no quorum" in round_kinds else 0
+            if now >= deadline or refusals >= 5:
                 raise self._give_up(failures)
             time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
             backoff = min(backoff * 2, 0.5)
@@ -351,13 +353,13 @@ class GroupProxy:
         except _CONNECTION_ERRORS:
             return
         try:
-            reply = conn.call("describe", [], self._probe_timeout)
+            reply = conn.call(DESCRIBE, [], self._probe_timeout)
         except Exception:  # no answer in time tells nothing; the call closed the connection
             conn.close()
             return
         self._pool.put(conn)
         with self._lock:
-            self.probes += 1
+            self._cohort_probes += 1
         if isinstance(reply, dict) and reply.get("primary", True):
             self._learn(reply.get("view"))
 
@@ -378,7 +380,7 @@ class GroupProxy:
                 if w.addr not in members
                 else f"view {list(vid)} has coordinator {coord}"
             )
-            self.abandoned += 1
+            self._cohort_abandoned += 1
             try:  # the socket's own shutdown (not SSLSocket's): wakes the blocked reader
                 socket.socket.shutdown(w.conn.sock, socket.SHUT_RDWR)
             except OSError:
@@ -395,12 +397,30 @@ class GroupProxy:
             rid if isinstance(rid, int) else None,
         )
 
+    def _definitive(self, failures: dict[str, str], kinds: dict[str, str]) -> Exception:
+        """Every replica gave an answer that retrying will not change: fail now, saying which."""
+        tried = "; ".join(f"{a}: {why}" for a, why in failures.items())
+        found = {kinds[a] for a in failures if a in kinds}
+        if found == {"not served"}:
+            return errors.GroupNotServed(
+                f"no replica serves group {self._group!r}: {tried}. Check the group name in the "
+                "reference (`cohort status` of an address lists the groups served there)."
+            )
+        if found == {"tls"}:
+            return errors.TLSMismatch(f"group {self._group!r}: {tried}")
+        return errors.GroupUnavailable(
+            f"group {self._group!r}: no replica is running at the addresses known ({tried}). "
+            "Start the replicas (cohort serve ...) or correct the addresses in the reference."
+        )
+
     def _give_up(self, failures: dict[str, str]) -> Exception:
         tried = "; ".join(f"{a}: {why}" for a, why in failures.items()) or "no replica addresses"
-        if failures and all(why.startswith("no quorum") for why in failures.values()):
+        answered = [a for a, why in failures.items() if why.startswith("no quorum")]
+        if answered:
             return errors.NoQuorum(
-                f"group {self._group!r}: every replica reached is cut off from a majority ({tried}). "
-                "Restart the missing replicas or heal the network; the call may be retried safely."
+                f"group {self._group!r} has no majority: {len(answered)} replica(s) answered that "
+                f"they are cut off from a majority of the group ({tried}). Restart the missing "
+                "replicas or heal the network; the call may be retried safely (it did not run)."
             )
         return errors.GroupUnavailable(
             f"group {self._group!r}: no replica answered within {self._timeout:g}s. Tried {tried}. "
@@ -429,3 +449,36 @@ def connect(ref: str | GroupRef, **options: Any) -> GroupProxy:
     `ns_host`/`ns_port` (name server), `ssl_context`.
     """
     return GroupProxy(ref, **options)
+
+
+@dataclass(frozen=True)
+class ProxyInfo:
+    """What a proxy knows and has done, for reports and tests (`cohort.proxy_info(p)`)."""
+
+    group: str
+    members: tuple[str, ...]
+    coordinator: str | None
+    view: tuple | None
+    failovers: int  # calls that had to move to another replica
+    abandoned: int  # attempts left because a newer view excluded their replica
+    probes: int  # views the watcher asked for while calls waited
+
+
+def proxy_info(proxy: GroupProxy) -> ProxyInfo:
+    """The proxy's view of its group and its failover counters. A function, not attributes of
+    the proxy: every attribute name there belongs to the replicated object's methods."""
+    with proxy._lock:
+        return ProxyInfo(
+            proxy._group,
+            tuple(proxy._members),
+            proxy._coord,
+            tuple(proxy._vid) if proxy._vid else None,
+            proxy._cohort_failovers,
+            proxy._cohort_abandoned,
+            proxy._cohort_probes,
+        )
+
+
+def close_proxy(proxy: GroupProxy) -> None:
+    """Close a proxy's connections (what leaving its `with` block does)."""
+    proxy._cohort_close()

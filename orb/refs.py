@@ -9,10 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cohort.orb.errors import GroupUnavailable
-from cohort.orb.wire import parse_addr
+
+from cohort.net import parse_addr
 
 #: metadata tag a replica registers under in a Pyro5 name server
 NS_META = "cohort-group:"
+
+
+#: the dispatcher's own methods on each replica's group object; the prefix keeps them apart from
+#: the user's methods (a replicated class may well have a `status` or an `invoke`)
+INVOKE, DESCRIBE, STATUS = "_cohort_invoke", "_cohort_describe", "_cohort_status"
 
 
 def object_id(group: str) -> str:

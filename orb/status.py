@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cohort.orb.refs import object_id, parse_ref
-from cohort.orb.wire import Connection
+from cohort.orb.connection import Connection
+from cohort.orb.refs import STATUS, object_id, parse_ref
 
 
 def replica_status(
@@ -25,7 +25,7 @@ def replica_status(
     try:
         conn = Connection(addr, object_id(group), timeout, ssl_context)
         try:
-            return conn.call("status", [digest], timeout)
+            return conn.call(STATUS, [digest], timeout)
         finally:
             conn.close()
     except Exception:
@@ -50,7 +50,7 @@ def group_status(
         try:
             conn = Connection(addr, object_id(gref.group), timeout, ssl_context)
             try:
-                st = conn.call("status", [digest], timeout + 3.0)
+                st = conn.call(STATUS, [digest], timeout + 3.0)
             finally:
                 conn.close()
         except Exception as e:

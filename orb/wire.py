@@ -2,7 +2,7 @@
 
 Why not Pyro5's own Daemon and Proxy: a replica answers a call only once the invocation is ordered
 and uniform, which happens on the stack's asyncio loop. Pyro5's threaded daemon would park one
-worker thread per outstanding call and pay two thread hand-offs per call (design.md §7). Speaking
+worker thread per outstanding call and pay two thread hand-offs per call (the measurement is in the README, `cohort bench calls`). Speaking
 the same protocol from an asyncio server keeps thousands of outstanding calls on one loop, and a
 plain `Pyro5.api.Proxy` can still connect to a replica. Only Pyro5's safe serializers are accepted
 (msgpack, serpent, json); marshal, pickle and unknown ids are refused with a readable MSG_CONNECTFAIL.
@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cohort.orb.budget import ByteBudget
+from cohort.orb.errors import for_plain_pyro
+from cohort.orb.framing import _JSON, SAFE_SERIALIZERS, _frame
 from cohort.orb.inbound import (
     HEADER_SIZE,
     Header,
@@ -44,26 +46,12 @@ from cohort.orb.inbound import (
 )
 from cohort.orb.limits import ServerLimits
 from Pyro5 import errors as pyro_errors
-from Pyro5 import protocol, serializers
-
-from cohort.net import parse_addr
+from Pyro5 import protocol
 
 log = logging.getLogger("cohort.orb")
 
-SERIALIZER = serializers.serializers["msgpack"]
-_JSON = serializers.serializers["json"]
-SAFE_SERIALIZERS = {
-    s.serializer_id: s
-    for name, s in serializers.serializers.items()
-    if name in ("msgpack", "serpent", "json")
-}
-
 #: one exposed object: method name -> callable (sync, or async for calls that wait on the group)
 Methods = dict[str, Callable[..., Any]]
-
-
-def _frame(msgtype: int, seq: int, ser_id: int, payload: bytes, flags: int = 0) -> bytes:
-    return protocol.SendingMessage(msgtype, flags, seq, ser_id, payload).data
 
 
 # phases of a connection, for the idle/slowloris sweep
@@ -412,78 +400,8 @@ class WireServer:
                 result = await result
             return 0, ser.dumps(result)
         except Exception as e:  # the client gets the exception, the server keeps serving
-            return protocol.FLAGS_EXCEPTION, ser.dumps(e)
+            # as a type Pyro5's serializers rebuild (a plain Pyro5 proxy cannot rebuild ours)
+            return protocol.FLAGS_EXCEPTION, ser.dumps(for_plain_pyro(e))
 
 
-class Connection:
-    """One blocking client connection to one object of one server (used by one thread at a time)."""
-
-    def __init__(
-        self,
-        addr: str,
-        obj: str,
-        timeout: float,
-        ssl_context: ssllib.SSLContext | None = None,
-    ) -> None:
-        self.addr = addr
-        self.obj = obj
-        host, port = parse_addr(addr)
-        sock = socket.create_connection((host, port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if ssl_context is not None:
-            sock = ssl_context.wrap_socket(sock, server_hostname=host)
-        self.sock = sock
-        self._seq = 0
-        self._timeout = timeout
-        body = SERIALIZER.dumps({"handshake": "hello", "object": obj})
-        self.sock.sendall(_frame(protocol.MSG_CONNECT, 0, SERIALIZER.serializer_id, body))
-        msg = self._recv()
-        if msg.type != protocol.MSG_CONNECTOK:
-            self.close()
-            # a server at its connection limit answers in JSON, before it knows our serializer
-            ser = SAFE_SERIALIZERS.get(msg.serializer_id, SERIALIZER)
-            raise ConnectionRefusedError(f"{addr} refused the connection: {ser.loads(msg.data)}")
-
-    def call(self, method: str, args: list, timeout: float | None = None) -> Any:
-        """Invoke and wait. Socket errors and timeouts leave the connection unusable (closed)."""
-        self._seq = (self._seq + 1) & 0xFFFF
-        data = SERIALIZER.dumpsCall(self.obj, method, args, {})
-        try:
-            if timeout != self._timeout:
-                self.sock.settimeout(timeout)
-                self._timeout = timeout
-            self.sock.sendall(
-                _frame(protocol.MSG_INVOKE, self._seq, SERIALIZER.serializer_id, data)
-            )
-            msg = self._recv()
-        except BaseException:
-            self.close()
-            raise
-        if msg.seq != self._seq:
-            self.close()
-            raise pyro_errors.ProtocolError(f"{self.addr}: reply out of sequence")
-        result = SERIALIZER.loads(msg.data)
-        if msg.flags & protocol.FLAGS_EXCEPTION:
-            raise result
-        return result
-
-    def _recv(self) -> protocol.ReceivingMessage:
-        header = self._read(HEADER_SIZE)
-        msg = protocol.ReceivingMessage(header)
-        msg.add_payload(self._read(msg.data_size + msg.annotations_size))
-        return msg
-
-    def _read(self, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionResetError(f"{self.addr} closed the connection")
-            buf += chunk
-        return bytes(buf)
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+__all__ = ["Methods", "WireServer"]

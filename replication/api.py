@@ -7,6 +7,7 @@ mistake that can be found at import time is (private names, async methods, a que
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import inspect
 import random as _random
 from collections.abc import Callable
@@ -34,9 +35,28 @@ class ClassInfo:
     cls: type
     style: str
     methods: dict[str, MethodInfo]
+    version: str | None = None
 
     def describe(self) -> dict[str, str]:
         return {name: m.kind for name, m in self.methods.items()}
+
+    @property
+    def name(self) -> str:
+        return f"{self.cls.__module__}.{self.cls.__qualname__}"
+
+    def fingerprint(self) -> str:
+        """What replicas of one group must share, as 16 hex digits: the class's name and, unless
+        the user gave a `version=`, its style, replicated methods and the state codecs
+        registered (their ext codes and type names). Computed when asked, not at decoration:
+        codecs are often registered after the class."""
+        from cohort.state import codec
+
+        if self.version is not None:
+            basis: list = [self.name, "version", self.version]
+        else:
+            methods = sorted((m.name, m.kind) for m in self.methods.values())
+            basis = [self.name, self.style, methods, codec.registered_names()]
+        return hashlib.sha256(repr(basis).encode()).hexdigest()[:16]
 
 
 def query(fn: Callable | None = None, *, local: bool = False) -> Any:
@@ -53,16 +73,52 @@ def query(fn: Callable | None = None, *, local: bool = False) -> Any:
     return mark(fn) if fn is not None else mark
 
 
-def replicated(cls: type | None = None, *, style: str = "active") -> Any:
-    """Make a class replicable. Public methods become updates unless marked `@query`."""
+def _own_methods(c: type) -> set[str]:
+    """Names defined by `c` itself or by a base class that is itself @replicated: what a class
+    exposes without saying so. A plain base (a mixin) contributes only what `expose=` names."""
+    own: set[str] = set()
+    for klass in c.__mro__:
+        if klass is c or "__cohort__" in vars(klass):
+            own |= set(vars(klass))
+    return own
+
+
+def replicated(
+    cls: type | None = None,
+    *,
+    style: str = "active",
+    expose: tuple[str, ...] | list[str] = (),
+    version: str | None = None,
+) -> Any:
+    """Make a class replicable. Its public methods become updates unless marked `@query`.
+
+    Exposed are the public methods the class defines and those it inherits from @replicated
+    base classes. Methods inherited from any other base (a mixin, a library class) are exposed
+    only if named in `expose=("name", ...)`: a helper class's public API does not silently become
+    a remote one.
+
+    A replica joins only a group whose members serve the same class: the same qualified name and
+    `version=` if given, else the same replicated methods, style and state codecs (see
+    `ClassInfo.fingerprint`); give a `version` to let compatible changes of the methods join.
+    """
     if style not in STYLES:
         raise ReplicationError(f"style must be one of {STYLES}, got {style!r}")
+    if isinstance(expose, str):
+        expose = (expose,)
 
     def wrap(c: type) -> type:
         if not isinstance(c, type):
             raise ReplicationError(f"@replicated goes on a class, not on {c!r}")
+        own = _own_methods(c)
+        for name in expose:
+            if name.startswith("_") or not callable(getattr(c, name, None)):
+                raise ReplicationError(
+                    f"{c.__name__}: expose={name!r} names no public method of the class"
+                )
         methods: dict[str, MethodInfo] = {}
         for name, attr in inspect.getmembers(c):
+            if name not in own and name not in expose:
+                continue
             if name.startswith("_") or name in (
                 "get_state",
                 "set_state",
@@ -99,7 +155,7 @@ def replicated(cls: type | None = None, *, style: str = "active") -> Any:
             raise ReplicationError(
                 f"{c.__name__}: define both get_state() and set_state(state), or neither"
             )
-        c.__cohort__ = ClassInfo(c, style, methods)  # type: ignore[attr-defined]
+        c.__cohort__ = ClassInfo(c, style, methods, version)  # type: ignore[attr-defined]
         return c
 
     return wrap(cls) if cls is not None else wrap

@@ -15,7 +15,7 @@ Ordered messages (msgpack arrays, cast in total order):
 Point-to-point messages: the state transfer of `cohort.replication.transfer` (HDR, CHUNK, ACK, END) and
   REQ [12, vid]   a joiner whose transfer failed its checks asks its donor again
 
-When a reply is safe (design.md §4 property 10): an invocation is answered once the stack reports it
+When a reply is safe (docs/guarantees.md, V5 and R-lost): an invocation is answered once the stack reports it
 `Safe` (delivered and ordered at every member), or once the view it was delivered in has ended and
 we moved on with the primary — then every survivor delivered it too (virtual synchrony). Either way
 only once this replica's own STATUS in its current view is Safe: then every member knows the view
@@ -45,18 +45,29 @@ from typing import Any
 
 import msgpack
 from cohort.orb import errors as st
-from cohort.replication import custody
 from cohort.replication.api import class_info, run_in_context
 from cohort.replication.cache import ReplyCache
 from cohort.replication.custody import FORMING, READY
-from cohort.replication.transfer import ACK, CHUNK, END, HDR, Incoming, Session
+from cohort.replication.messages import ACK, BATCH, CHUNK, END, HDR, INV, PUPD, QRY, REQ, STATUS
+from cohort.replication.state_transfer import StateTransfer
+from cohort.replication.status_round import StatusRound
+from cohort.replication.transfer import Incoming, Session
 from cohort.state import codec, stream
-from cohort.state import snapshot as snap
 
 log = logging.getLogger("cohort.replica")
 
-INV, QRY, PUPD, BATCH, STATUS = 0, 1, 2, 3, 4
-REQ = 12
+#: room for an INV's fields around its argument bytes (ids, method name, times; generous)
+MESSAGE_OVERHEAD = 4096
+
+
+def _too_large(what: str, size: int, limit: int) -> st.MessageTooLarge:
+    return st.MessageTooLarge(
+        f"{what} take {size:,} bytes encoded; the group's largest message is {limit:,} bytes "
+        f"(less {MESSAGE_OVERHEAD} for the call's header). Send less per call, or raise the limit "
+        "on every replica: cohort serve --param frag.max_size=BYTES"
+    )
+
+
 __all__ = ["Engine", "ViewInfo", "INV", "QRY", "PUPD", "BATCH", "STATUS"]
 __all__ += ["CHUNK", "HDR", "REQ", "ACK", "END"]
 
@@ -83,7 +94,7 @@ class ViewInfo:
         return f"ViewInfo(vid={self.vid}, members={list(self.members)}, primary={self.primary})"
 
 
-class Engine:
+class Engine(StatusRound, StateTransfer):
     def __init__(
         self,
         cls: type,
@@ -97,6 +108,9 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
         entropy: Callable[[int], bytes] = os.urandom,
+        full_tracebacks: bool = False,
+        max_message: int | None = None,
+        on_fatal: Callable[[str, str], None] | None = None,
     ) -> None:
         """`schedule(fn)` runs `fn` once the driver has handled the current batch of input (the
         end of an event-loop tick): calls submitted meanwhile leave as one BATCH cast. Without
@@ -105,6 +119,19 @@ class Engine:
         chose it) and `entropy` (seeds, transfer ids) come from the driver, so a simulator can
         run it in virtual time."""
         self.info = class_info(cls)
+        #: tracebacks of user exceptions as clients see them: by default file names without
+        #: directories (the reply cache holds them, and must hash alike at every replica)
+        self.full_tracebacks = full_tracebacks
+        #: the group's largest message (the frag layer's max_size), or None for no limit: a call
+        #: whose arguments, or whose result, would not fit fails at once with MessageTooLarge
+        self.max_message = max_message
+        #: what this replica serves, compared in the status round: (fingerprint, class name)
+        self.identity = (self.info.fingerprint(), self.info.name)
+        self.identities: dict[str, tuple[str, str]] = {}  # this view: member -> its identity
+        #: why this replica cannot go on (another class than the group's, a constructor or a
+        #: state install that raised): told to the driver once, which stops the replica
+        self.fatal: str | None = None
+        self._on_fatal = on_fatal
         self.cls = cls
         self.me = me
         self._cast = cast
@@ -139,6 +166,7 @@ class Engine:
         self.seen: tuple | None = None  # last primary view known to have had a ready member
         self.unavailable: str | None = None  # why no member of this view can donate
         self.statuses: dict[str, tuple] = {}  # this view: member -> (held, seen, applied, ready)
+        self.newcomers_waiting: set[str] = set()
         self.status_pos: int | None = None  # position of our own STATUS in this view
         self.gate = False  # our STATUS is Safe in this view: replies may leave
         self.resolved = False
@@ -182,6 +210,13 @@ class Engine:
             self.stats["queries"] += 1
             status, body = self._run(method, payload, 0.0, 0)
             return reply(status, body)
+        if self.max_message is not None and len(payload) + MESSAGE_OVERHEAD > self.max_message:
+            return reply(
+                st.ERROR,
+                st.encode_exception(
+                    _too_large(f"the arguments of {method}()", len(payload), self.max_message), ""
+                ),
+            )
         now, seed = self._wallclock(), int.from_bytes(self._entropy(6), "big")
         if m.kind == "query":
             key = (cid, rid, "q")
@@ -215,8 +250,19 @@ class Engine:
         out, self.outbox = self.outbox, []
         if len(out) == 1:
             self._cast(_pack(out[0]))
-        elif out:
-            self._cast(_pack([BATCH, out]))
+            return
+        limit = self.max_message
+        batch: list[list] = []
+        size = 0
+        for msg in out:  # batches stay within the group's message size
+            n = len(msg[4]) + MESSAGE_OVERHEAD if msg[0] in (INV, QRY) else MESSAGE_OVERHEAD
+            if batch and limit is not None and size + n > limit:
+                self._cast(_pack(batch[0]) if len(batch) == 1 else _pack([BATCH, batch]))
+                batch, size = [], 0
+            batch.append(msg)
+            size += n
+        if batch:
+            self._cast(_pack(batch[0]) if len(batch) == 1 else _pack([BATCH, batch]))
 
     # --- group events ----------------------------------------------------------------------------
 
@@ -261,6 +307,11 @@ class Engine:
         self.gate = False
         self.status_pos = None
         self.statuses = {}
+        self.identities = {}
+        #: members new in this view whose STATUS has not arrived (the donor waits for them)
+        self.newcomers_waiting = (
+            {m for m in view.members if m not in self.prev_members} if self.prev_members else set()
+        )
         self.resolved = False
         self.elected = None
         self.unavailable = None
@@ -288,7 +339,6 @@ class Engine:
             if view.primary:
                 self.held_vid = vid
                 self.seen = vid
-            self._donate()
             self._upcall(view)
             if self.info.style == "passive" and view.members[0] == self.me:
                 for msg in list(self.passive_pending.values()):
@@ -297,7 +347,8 @@ class Engine:
             held = list(self.held_vid) if self.held_vid and self.obj is not None else None
             seen = list(self.seen) if self.seen else None
             ready = READY if self.ready else FORMING if self.forming else 0
-            self._cast(_pack([STATUS, list(vid), held, seen, self.applied, ready]))
+            msg = [STATUS, list(vid), held, seen, self.applied, ready, list(self.identity)]
+            self._cast(_pack(msg))
 
     def on_deliver(self, origin: str, payload: bytes) -> None:
         pos = self.pos
@@ -451,11 +502,20 @@ class Engine:
             args, kwargs = codec.loads(payload)
             result = run_in_context(now, seed, getattr(self.obj, method), *args, **kwargs)
         except Exception as e:
-            return st.ERROR, st.encode_exception(e, traceback.format_exc(limit=-4))
+            tb = (
+                traceback.format_exc(limit=-4)
+                if self.full_tracebacks
+                else st.short_traceback(e.__traceback__)
+            )
+            return st.ERROR, st.encode_exception(e, tb)
         try:
-            return st.OK, codec.dumps(result, root=f"result of {method}()")
+            body = codec.dumps(result, root=f"result of {method}()")
         except codec.SerializationError as e:
             return st.ERROR, st.encode_exception(e, "")
+        if self.max_message is not None and len(body) + MESSAGE_OVERHEAD > self.max_message:
+            e = _too_large(f"the result of {method}()", len(body), self.max_message)
+            return st.ERROR, st.encode_exception(e, "")
+        return st.OK, body
 
     def _passive_execute(self, msg: list) -> None:
         _, cid, rid, method, payload, done, now, seed = msg
@@ -575,262 +635,6 @@ class Engine:
                 hook(ViewInfo(view))
             except Exception:
                 log.exception("%s: on_view_change raised", self.me)
-
-    # --- state custody: who holds the current state, and who donates it -------------------------
-
-    def _on_status(self, origin: str, pos: int, msg: list) -> None:
-        """Every member casts STATUS [4, vid, held, seen, applied, ready] when it installs a primary
-        view. In total order, every member resolves the round at the same point: once the last
-        member's status is delivered. `held`: the last primary view the member was ready in (its
-        state reflects that view); `seen`: the last primary view it knows had a ready member."""
-        _, vid, held, seen, applied, ready = msg
-        if self.view is None or tuple(vid) != tuple(self.view.vid):
-            return  # cast for an earlier view: the driver's cast reached the group after it ended
-        if origin not in self.view.members or origin in self.statuses:
-            return
-        if origin == self.me:
-            self.status_pos = pos
-            if self.safe > pos:
-                self.on_safe(self.safe)
-        vid = tuple(vid)
-        self.statuses[origin] = (_vid(held), _vid(seen), applied, ready)
-        for v in (_vid(seen), vid if ready == READY else None):
-            if v is not None and (self.seen is None or v > self.seen):
-                self.seen = v
-        if not self.resolved and all(m in self.statuses for m in self.view.members):
-            self.resolved = True
-            self._resolve()
-
-    def _resolve(self) -> None:
-        """Act on the status round's decision (`cohort.replication.custody.resolve`), which every
-        member reaches alike at the same point of the total order."""
-        members, vid = self.view.members, tuple(self.view.vid)
-        log.info("%s: status round of view %s: %s", self.me, vid, self.statuses)
-        d = custody.resolve(members, self.statuses)
-        if d.kind == "unavailable":
-            self.unavailable = (
-                f"no member of view {vid} holds the state of the last primary view that had "
-                f"one ({d.latest}); start a replica that held it (states are kept, not reset)"
-            )
-            log.error("%s: %s", self.me, self.unavailable)
-            return
-        if d.kind != "serve":
-            self.seen = vid  # every member resolves alike: this view has a holder
-        if d.kind == "form" and self.me in d.formers:
-            self._form()  # every founder starts from the same fresh object
-        elif d.kind == "resume":
-            self.elected = d.donor
-            if d.donor == self.me:
-                self._promote(d.latest)
-        if d.donor == self.me:
-            self._serve(list(d.recipients))
-
-    def _form(self) -> None:
-        self.obj = self.cls(*self.init_args, **self.init_kwargs)
-        self.version += 1
-        log.info("%s: formed group with %s", self.me, list(self.view.members))
-        self._ready_here()
-
-    def _promote(self, held: tuple) -> None:
-        log.warning(
-            "%s: no member of view %s was ready; resuming from the state this replica held in "
-            "view %s (applied %d), the latest any member holds",
-            self.me,
-            tuple(self.view.vid),
-            held,
-            self.applied,
-        )
-        self._ready_here()
-
-    def _ready_here(self) -> None:
-        """Serve from the state held here, cut at the start of this view: apply what this view
-        delivered so far; calls buffered from earlier views were answered by nobody (retry)."""
-        self.ready = True
-        self.held_vid = self.seen = tuple(self.view.vid)
-        last = len(self.views) - 1
-        buffered, self.buffer = self.buffer, []
-        for vi, p, origin, msg in buffered:
-            if vi == last:
-                self._apply(p, origin, msg, current=True)
-            elif msg[0] == QRY and origin == self.me:
-                for r in self.waiters.pop((msg[1], msg[2], "q"), ()):
-                    r(st.RETRY, f"{self.me} was receiving its state")
-        self._upcall(self.view)
-        if self.info.style == "passive" and self.view.members[0] == self.me:
-            for msg in list(self.passive_pending.values()):
-                self._passive_execute(msg)
-
-    def _on_request(self, origin: str, msg: list) -> None:
-        """REQ [12, vid]: a joiner whose transfer failed its checks asks its donor again."""
-        if self.ready and self.view is not None and tuple(msg[1]) == tuple(self.view.vid):
-            self.served.discard(origin)
-            for session in self.sessions.values():
-                session.recipients.pop(origin, None)
-            self._serve([origin])
-
-    # --- state transfer: donor side --------------------------------------------------------------
-
-    def _donate(self) -> None:
-        newcomers = [m for m in self.view.members if m not in self.prev_members]
-        if not newcomers or not self.prev_members:
-            return
-        # the youngest continuing member donates: the coordinator (the oldest, which clients
-        # call and which sequences) keeps its time for calls
-        donor = next((m for m in reversed(self.view.members) if m in self.prev_members), None)
-        if donor == self.me:
-            self._serve(newcomers)
-
-    def _serve(self, members: list[str]) -> None:
-        """Send the state to `members` (once per view each): the members of one event-loop
-        tick share one snapshot."""
-        members = [m for m in members if m not in self.served and m != self.me]
-        if not members:
-            return
-        self.served.update(members)
-        first = not self.serve_pending
-        self.serve_pending.extend(members)
-        if self._schedule is None:
-            self._start_session()
-        elif first:
-            self._schedule(self._start_session)
-
-    def _start_session(self) -> None:
-        members, self.serve_pending = self.serve_pending, []
-        view = self.view
-        members = [m for m in members if view is not None and m in view.members]
-        if not members or not self.ready:
-            return
-        pending = list(self.passive_pending.values())
-        obj = self.obj
-        state = obj.get_state() if hasattr(obj, "get_state") else obj.__dict__
-        frozen = stream.freeze([state, self.cache.dump(), self.applied, pending])
-        xid = int.from_bytes(self._entropy(4), "big")
-        session = Session(xid, tuple(view.vid), self.pos, frozen, self._send_msg)
-        self.sessions[xid] = session
-        log.info(
-            "%s: sending state to %s, cut at view %s pos %d (applied %d)",
-            self.me,
-            members,
-            tuple(view.vid),
-            self.pos,
-            self.applied,
-        )
-        for m in members:
-            session.add(m)
-
-    def _send_msg(self, member: str, msg: list) -> None:
-        self._send(member, _pack(msg))
-
-    # --- state transfer: joiner side -------------------------------------------------------------
-
-    def _on_header(self, origin: str, msg: list) -> None:
-        if self.ready or self.view is None:
-            return
-        _, xid, vid, pos = msg[:4]
-        if self.incoming is not None and self.incoming.xid == xid:
-            return  # the donor resumed this transfer after a view change
-        if tuple(vid) not in self.views[self.continuous_since :]:
-            return  # cut in a view whose deliveries we may not all have
-        self.incoming = Incoming(xid, origin, tuple(vid), pos, self._clock())
-
-    def _on_chunk(self, origin: str, msg: list) -> None:
-        inc = self.incoming
-        if inc is None or inc.xid != msg[1] or self.ready:
-            return
-        try:
-            inc.reader.add(msg[2], msg[3])
-        except snap.SnapshotError as e:
-            log.error("%s: bad state chunk from %s: %s; asking again", self.me, inc.donor, e)
-            return self._restart_transfer()
-        self._send(inc.donor, _pack([ACK, inc.xid, msg[2]]))
-        if inc.reader.received % 64 == 0:  # large states: a line every 2 MiB
-            log.info(
-                "%s: state transfer from %s: %d bytes so far",
-                self.me,
-                inc.donor,
-                inc.reader.bytes_received,
-            )
-
-    def _on_end(self, origin: str, msg: list) -> None:
-        inc = self.incoming
-        if inc is None or inc.xid != msg[1] or self.ready:
-            return
-        _, _xid, chunks, size, digest = msg
-        try:
-            value = inc.reader.finish(chunks, size, digest)
-        except snap.SnapshotError as e:
-            log.error("%s: bad state from %s: %s; asking again", self.me, inc.donor, e)
-            return self._restart_transfer()
-        self.incoming = None
-        self._send(inc.donor, _pack([ACK, inc.xid, chunks]))  # the END arrived
-        if inc.vid == tuple(self.view.vid) and self.pos < inc.pos:
-            # Install only once we delivered up to the cut ourselves: then our order of those
-            # messages is the donor's (both followed the sequencer), even if the donor crashes.
-            self.complete = (inc.donor, inc.vid, inc.pos, value, size, inc.started)
-        else:
-            self._install(inc.donor, inc.vid, inc.pos, value, size, inc.started)
-
-    def _restart_transfer(self) -> None:
-        inc, self.incoming = self.incoming, None
-        if inc is not None:
-            self._send(inc.donor, _pack([REQ, list(self.view.vid)]))
-
-    def _install(
-        self, donor: str, vid: tuple, pos: int, value: list, size: int, started: float
-    ) -> None:
-        user, cache, applied, pending = value
-        obj = self.cls(*self.init_args, **self.init_kwargs)
-        self._set_state_value(obj, user)
-        self.obj = obj  # the custodial state, if any, is replaced only now
-        self.version += 1
-        self.cache = ReplyCache.load(cache)
-        self.applied = applied
-        self.passive_pending = OrderedDict(((m[1], m[2]), m) for m in pending)
-        self.incoming = self.complete = None
-        self.ready = True
-        self.held_vid = self.seen = tuple(self.view.vid)
-        self.unavailable = None
-        seconds = self._clock() - started
-        self.xfer_log.append(
-            {"donor": donor, "bytes": size, "vid": list(vid), "pos": pos, "seconds": seconds}
-        )
-        log.info(
-            "%s: state received from %s (%d bytes in %.2f s), cut at view %s pos %d",
-            self.me,
-            donor,
-            size,
-            seconds,
-            vid,
-            pos,
-        )
-        since = self.continuous_since  # view ids of an earlier lineage may repeat
-        later = self.views[since:]
-        cut = since + later.index(vid) if vid in later else len(self.views) - 1
-        last = len(self.views) - 1
-        buffered, self.buffer = self.buffer, []
-        for vi, p, _origin, msg in buffered:
-            # updates before the cut in this view are in the snapshot but maybe not yet uniform:
-            # hold their replies (and retries of them) until they are Safe here
-            if vi == last and vi == cut and p < pos and msg[0] in (INV, PUPD) and p >= self.safe:
-                key = (msg[1], msg[2]) if msg[0] == INV else (msg[2], msg[3])
-                entry = self.cache.get(*key)
-                if key not in self.unsafe_keys and entry is not None:
-                    self.unsafe_keys.add(key)
-                    self.unsafe.append((p, key, None, *entry))
-        for key in [k for k in self.waiters if len(k) == 2 and self.cache.get(*k) is not None]:
-            if key not in self.unsafe_keys:
-                self._settle(key, -1, current=True)  # executed in an earlier view: uniform
-        for vi, p, origin, msg in buffered:
-            if vi < cut or (vi == cut and p < pos):
-                if msg[0] == QRY and origin == self.me:  # answered by nobody: let the client retry
-                    for r in self.waiters.pop((msg[1], msg[2], "q"), ()):
-                        r(st.RETRY, f"{self.me} was receiving its state")
-                continue
-            self._apply(p, origin, msg, current=(vi == last))
-        self._upcall(self.view)
-        if self.info.style == "passive" and self.view.members[0] == self.me:
-            for msg in list(self.passive_pending.values()):
-                self._passive_execute(msg)
 
 
 def _vid(v: Any) -> tuple | None:

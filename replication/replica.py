@@ -13,25 +13,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from cohort.orb import errors as st
 from cohort.orb.limits import ServerLimits
-from cohort.orb.refs import GroupRef, object_id, register, unregister
-from cohort.orb.wire import WireServer, parse_addr
-from cohort.replication.api import class_info
+from cohort.orb.refs import DESCRIBE, INVOKE, STATUS, GroupRef, object_id, register, unregister
+from cohort.orb.wire import WireServer
+from cohort.replication.api import ReplicationError, class_info
 from cohort.replication.core_thread import CoreThread
 from cohort.replication.engine import Engine
+from cohort.replication.plain import plain_methods
 from cohort.stack.events import Block, Deliver, DeliverSend, Exit, Safe
 from cohort.stack.events import View as ViewEv
-from cohort.stack.transport import Group, JoinTimeout, tcp_handlers
+from cohort.stack.transport import Group, JoinRefused, JoinTimeout, tcp_handlers
 from cohort.stack.transport import join as join_group
-from cohort.state import codec, stream
+from cohort.state import stream
+
+from cohort.net import parse_addr
 
 log = logging.getLogger("cohort.replica")
 #: seconds; see `Replica.start`
@@ -75,6 +78,7 @@ class Replica:
         transport: str = "udp",
         busy_limit: float = 5.0,
         server_limits: ServerLimits | None = None,
+        full_tracebacks: bool = False,
     ) -> None:
         class_info(cls)  # fail now, not in the loop thread
         parse_addr(listen)
@@ -95,6 +99,7 @@ class Replica:
         self.ssl_context = ssl_context
         self.rejoin = rejoin
         self.transport = transport
+        self.full_tracebacks = full_tracebacks
         if busy_limit <= 0:
             raise ValueError(f"busy_limit must be positive seconds, got {busy_limit!r}")
         self.busy_limit = busy_limit
@@ -113,6 +118,7 @@ class Replica:
         self._server: WireServer | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._fatal_event = threading.Event()  # set when the replica stopped itself (`_fatal`)
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
 
@@ -205,8 +211,8 @@ class Replica:
 
     async def _boot(self) -> None:
         host, port = parse_addr(self.listen)
-        methods = {name: self._plain_call(name) for name in class_info(self.cls).methods}
-        methods.update(invoke=self._invoke, describe=self._describe, status=self._status)
+        methods = plain_methods(self.cls, self._invoke)
+        methods.update({INVOKE: self._invoke, DESCRIBE: self._describe, STATUS: self._status})
         self._server = WireServer({object_id(self.group_name): methods}, limits=self.server_limits)
         # watchers (fast crash detection) and, on the TCP transport, group peers connect here too
         self._server.raw_handlers.update(tcp_handlers(self.listen))
@@ -230,10 +236,22 @@ class Replica:
         group = self.group
         loop = asyncio.get_running_loop()
 
+        backlog: deque[bytes] = deque()  # casts waiting for the flow window, in order
+
+        async def drain_backlog() -> None:
+            while backlog and group.ep.alive:
+                await group.cast(backlog[0])
+                backlog.popleft()
+
         def cast_here(payload: bytes) -> None:
-            if group.ep.alive:
-                group.ep.cast(payload)
-                group._pump()
+            """Through the group's checked path: the size limit (the engine refuses larger
+            calls before this) and the flow window's backpressure, in the core's order."""
+            if not group.ep.alive:
+                return
+            if backlog or not group.cast_nowait(payload):
+                backlog.append(payload)
+                if len(backlog) == 1:
+                    self._spawn(drain_backlog())
 
         def send_here(member: str, payload: bytes) -> None:
             try:
@@ -258,6 +276,9 @@ class Replica:
                 self.args,
                 self.kwargs or {},
                 schedule=core.schedule,  # calls of one batch leave as one cast
+                full_tracebacks=self.full_tracebacks,
+                max_message=group.max_message,
+                on_fatal=lambda kind, why: loop.call_soon_threadsafe(self._fatal, kind, why),
             )
         else:  # a rejoin: same core, same kept state (custody)
             core.post(self.engine.reattach, cast, send)
@@ -359,6 +380,17 @@ class Replica:
                 self.group.close()
                 self.group._events.put_nowait(Exit(f"core busy {busy:.1f} s"))
 
+    def _fatal(self, kind: str, reason: str) -> None:
+        """The core cannot go on (another class than the group's, a constructor or a state
+        install that raised): leave the group, and make `start()` (or `serve`) raise."""
+        if self._error is None:
+            cls = JoinRefused if kind == "class" else ReplicationError
+            self._error = cls(f"{self.listen} of group {self.group_name!r}: {reason}")
+        self._ready.set()
+        self._stopping = True
+        self._spawn(self._shutdown(graceful=True))
+        self._fatal_event.set()
+
     async def _shutdown(self, graceful: bool) -> None:
         if self.group is not None:
             if graceful:  # leave before closing the server: watchers must not think us dead
@@ -409,36 +441,14 @@ class Replica:
         )
         return [status, body, known]
 
-    def _plain_call(self, method: str):
-        """A user method for plain Pyro5 proxies (`Pyro5.api.Proxy("PYRO:cohort.<group>@host:port")`):
-        ordered and answered once uniform like any call, but a retry after a lost reply is a new
-        call, since a plain proxy has no request ids (GroupProxy gives exactly-once)."""
-        kind = class_info(self.cls).methods[method].kind
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            payload = codec.dumps([list(args), kwargs], root=f"{method}()")
-            cid = os.urandom(8)
-            status, body, _view = await self._invoke(
-                cid, 1, method, payload, 0, kind == "local", None
-            )
-            if status == st.OK:
-                return codec.loads(body)
-            if status == st.ERROR:
-                raise st.decode_exception(body)
-            raise (
-                st.NoQuorum(str(body))
-                if status == st.NO_QUORUM
-                else st.RemoteError("Cohort", str(body))
-            )
-
-        return call
-
     def _describe(self) -> dict:
         view = self.engine.view if self.engine else None
         return {
             "methods": class_info(self.cls).describe(),
             "view": [list(view.vid), list(view.members)] if view else None,
             "primary": bool(view and view.primary),  # proxies' probes skip minority views
+            # a proxy refuses larger arguments itself, before sending them
+            "max_message": self.engine.max_message if self.engine else None,
         }
 
     async def _status(self, with_digest: bool = False) -> dict:
@@ -507,5 +517,7 @@ def serve(cls: type, group: str, listen: str, seeds: list[str] | str, **options:
         signal.signal(sig, lambda *_: stop.set())
     log.info("serving %s as %s at %s", cls.__name__, group, listen)
     while not stop.wait(0.5):
-        pass
+        if replica._fatal_event.is_set():  # it stopped itself: say why, exit non-zero
+            replica.stop()
+            raise replica._error or ReplicationError("the replica stopped")
     replica.stop()

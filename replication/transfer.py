@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from cohort.replication.messages import CHUNK, END, HDR
 from cohort.state.stream import SnapshotReader, SnapshotWriter
 
-CHUNK, HDR, ACK, END = 10, 11, 14, 15
 #: state-transfer chunks in flight per recipient
 WINDOW = 8
 CHUNK_SIZE = 32 * 1024

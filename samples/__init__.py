@@ -1,1 +1,2 @@
-"""Placeholder package: filled in by a later issue."""
+"""Runnable replicated classes, installed with Cohort: `cohort serve cohort.samples.counter:Counter`
+(counter, kvstore, bank, locks)."""

@@ -1,4 +1,4 @@
-"""A replicated counter: the smallest useful replicated object (design.md §1)."""
+"""A replicated counter: the smallest useful replicated object (the README's first example)."""
 
 from cohort import query, replicated
 

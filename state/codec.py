@@ -21,9 +21,11 @@ Theory of operation:
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime as _dt
 import decimal
+import logging
 import struct
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,7 +38,7 @@ from msgpack import ExtType, Packer
 from cohort.errors import CohortError
 
 __all__ = ["SerializationError", "DecodeError", "dumps", "loads"]
-__all__ += ["register", "register_dataclass", "serializable", "unregister"]
+__all__ += ["register", "register_dataclass", "serializable", "unregister", "Record"]
 __all__ += ["Encoded", "packer", "unpacker"]
 
 T = TypeVar("T")
@@ -63,6 +65,8 @@ class DecodeError(CohortError, ValueError):
     """Bytes that are not a valid encoding here: truncated, corrupt, or an unregistered codec."""
 
 
+log = logging.getLogger("cohort.codec")
+
 _ENCODE: dict[type, Callable[[Any], ExtType]] = {}  # exact type -> ext builder
 _DECODE: dict[int, Callable[[bytes], Any]] = {}  # ext code -> rebuilder
 _OWNER: dict[int, str] = {}  # ext code -> its user, for error messages
@@ -72,6 +76,8 @@ _DC_BY_NAME: dict[str, type] = {}
 
 
 def _default(obj: Any) -> ExtType:
+    if type(obj) is Record:
+        return ExtType(DATACLASS, _packer().pack([obj.type_name, obj.fields]))
     return _ENCODE[type(obj)](obj)  # KeyError: not carriable; dumps then walks to say where
 
 
@@ -131,11 +137,64 @@ def _enc_dataclass(obj: Any) -> bytes:
     return _packer().pack([name, {f: getattr(obj, f) for f in fields}])
 
 
+class Record:
+    """A registered dataclass this process does not have, decoded as its type name and fields
+    (read-only attributes), so a client reading a reply never fails after the call succeeded.
+    Encoded again it is the same dataclass on the wire, so it can be passed back unchanged."""
+
+    __slots__ = ("type_name", "fields")
+
+    def __init__(self, type_name: str, fields: dict[str, Any]) -> None:
+        object.__setattr__(self, "type_name", type_name)
+        object.__setattr__(self, "fields", dict(fields))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise AttributeError(f"{self.type_name} record has no field {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a Record is read-only: register the dataclass to get the class")
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Record)
+            and other.type_name == self.type_name
+            and other.fields == self.fields
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.type_name, tuple(sorted(self.fields))))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.fields.items())
+        return f"Record({self.type_name!r}{', ' if inner else ''}{inner})"
+
+
+#: decode unregistered dataclasses as Records (clients reading replies) instead of failing
+_records: contextvars.ContextVar[bool] = contextvars.ContextVar("cohort_records", default=False)
+_warned: set[str] = set()
+
+
 def _dec_dataclass(data: bytes) -> Any:
     name, values = _unpack(data)
     cls = _DC_BY_NAME.get(name)
     if cls is None:
-        raise DecodeError(f"dataclass {name!r} is not registered on this replica")
+        if _records.get():
+            if name not in _warned:
+                _warned.add(name)
+                log.warning(
+                    "a reply holds dataclass %r, not registered in this process: it reads as a "
+                    "cohort Record; call cohort.register_dataclass on the class to get it back",
+                    name,
+                )
+            return Record(str(name), values)
+        raise DecodeError(
+            f"dataclass {name!r} is not registered in this process: import its module and "
+            "decorate the class with @cohort.serializable (or call cohort.register_dataclass) "
+            "here too"
+        )
     if set(values) != set(_DC[cls][1]):
         raise DecodeError(f"dataclass {name!r} fields {sorted(values)} != {_DC[cls][1]}")
     # Rebuild without __init__/__post_init__ (as pickle and copy do): the sender's instance was
@@ -234,6 +293,13 @@ def register_dataclass(cls: type[T]) -> type[T]:
 serializable = register_dataclass
 
 
+def registered_names() -> list:
+    """The user codecs and registered dataclasses, by ext code / name: what two replicas must
+    share to read each other's state (part of a replicated class's fingerprint)."""
+    codes = sorted((code, _OWNER[code]) for code in _DECODE if code < 64 and code in _OWNER)
+    return [codes, sorted(_DC_BY_NAME)]
+
+
 def unregister(type_: type) -> None:
     """Forget a user codec or registered dataclass (for tests and reloads). Built-ins stay."""
     if type_ in _DC:
@@ -264,13 +330,21 @@ def dumps(value: Any, root: str = "value", *, attrs: bool = False) -> bytes:
         raise _fail(found[0], "".join(parts), found[1]) from exc
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes, *, records: bool = False) -> Any:
     """Decode bytes made by `dumps`. Any malformed input raises DecodeError (a ValueError), so a
-    receiver can count and drop it instead of crashing."""
+    receiver can count and drop it instead of crashing. `records=True` (a client reading a
+    reply) decodes a dataclass this process has not registered as a `Record` instead of failing;
+    replicas decode strictly, since their state must round-trip exactly."""
+    token = _records.set(True) if records else None
     try:
         return _unpack(data)
+    except DecodeError:
+        raise
     except Exception as exc:
         raise DecodeError(f"cannot decode {len(data)} bytes: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if token is not None:
+            _records.reset(token)
 
 
 def _children(v: Any, t: type) -> Iterator[tuple[str, Any, Any]]:

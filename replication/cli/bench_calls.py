@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from cohort.orb.proxy import close_proxy
 from cohort.orb.status import replica_status
 from cohort.replication.cli.demo import reap, spawn_replica, wait_ready
 from cohort.stack.transport.testing import free_udp_ports
@@ -136,7 +137,7 @@ def bench_calls(
     plain, plain_call = _serve_counter(PLAIN_SERVER, ports[-1])
     procs.append(plain)
     orb_port = free_udp_ports(1)[0]
-    # the same counter behind our asyncio Pyro5-protocol server, without the group (design.md §7)
+    # the same counter behind our asyncio Pyro5-protocol server, without the group (the "asyncio orb" row)
     orb, orb_call = _serve_counter(ORB_SERVER, orb_port)
     procs.append(orb)
     ref = f"PYROGROUP:counter@{','.join(addrs)}"
@@ -229,7 +230,7 @@ def bench_calls(
             )
             if plot:
                 _plot(run, killed_at[0], coord, plot)
-        shared.close()
+        close_proxy(shared)
     finally:
         reap(procs)
     return 0

@@ -82,6 +82,10 @@ def readable(v: Any) -> Any:
         return {"$decimal": str(v)}
     if isinstance(v, bytes):
         return {"$bytes": v.hex()}
+    from cohort.state.codec import Record
+
+    if isinstance(v, Record):
+        return {"$type": v.type_name, **{k: readable(x) for k, x in v.fields.items()}}
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         fields = {f.name: readable(getattr(v, f.name)) for f in dataclasses.fields(v)}
         return {"$type": type(v).__qualname__, **fields}

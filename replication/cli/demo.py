@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from cohort.orb.proxy import close_proxy, proxy_info
 from cohort.orb.status import replica_status
 from cohort.stack.transport.testing import free_udp_ports
 
@@ -175,7 +176,7 @@ def run_demo(seconds: float = 12.0, clients: int = 4) -> int:
             f"  client errors          {len(work.errors)}"
             + (f" ({work.errors[0]})" if work.errors else "")
         )
-        print(f"  failovers (proxy)      {bank.failovers}")
+        print(f"  failovers (proxy)      {proxy_info(bank).failovers}")
         print(
             f"  longest client stall   {longest[1] * 1000:.0f} ms (call started t={longest[0] - start:.1f}s)"
         )
@@ -206,7 +207,7 @@ def run_demo(seconds: float = 12.0, clients: int = 4) -> int:
         for text, good in checks:
             print(f"  [{'ok' if good else 'FAILED'}] {text}")
             ok = ok and good
-        bank.close()
+        close_proxy(bank)
     except Exception as e:
         print(f"demo failed: {type(e).__name__}: {e} (replica logs in {log_dir})")
         ok = False

@@ -23,14 +23,21 @@ REF_HELP = (
 )
 
 
-def parse_params(items: Sequence[str]) -> dict[str, dict[str, float]]:
+def _number(text: str) -> int | float:
+    try:
+        return int(text)  # sizes and counts stay integers
+    except ValueError:
+        return float(text)
+
+
+def parse_params(items: Sequence[str]) -> dict[str, dict[str, int | float]]:
     """`layer.key=value` pairs into the nested dict `cohort.stack.compose` takes."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, int | float]] = {}
     for item in items:
         try:
             key, value = item.split("=", 1)
             layer, name = key.split(".", 1)
-            out.setdefault(layer, {})[name] = float(value)
+            out.setdefault(layer, {})[name] = _number(value)
         except ValueError:
             raise UsageError(
                 f"--param takes layer.key=value (e.g. nak.xmit_interval=0.05), not {item!r}"

@@ -74,6 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="group secret (16+ random bytes, the same file on every replica): admit only members "
         "that hold it, encrypt the group's traffic, new key at every view (stack 'secure')",
     )
+    p.add_argument(
+        "--full-tracebacks",
+        action="store_true",
+        help="send clients the tracebacks of their calls' exceptions with the server's file paths "
+        "(by default file names only, so the replicas' reply caches hash alike)",
+    )
     add_param_option(p)
     p.add_argument("--trace", metavar="FILE", help="append this replica's group trace to FILE")
     p.add_argument("--ns", action="store_true", help="register in the Pyro5 name server")
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     cls = load_class(args.cls)
     opts: dict[str, Any] = dict(stack=args.stack, params=parse_params(args.param) or None)
     opts.update(trace_path=args.trace, transport=args.transport, busy_limit=args.busy_limit)
+    opts["full_tracebacks"] = args.full_tracebacks
     opts["args"] = tuple(_json_arg(a) for a in args.arg)
     if args.kwargs:
         try:

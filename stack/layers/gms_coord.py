@@ -111,7 +111,7 @@ class CoordinatorRole:
             fresh = self.next_view()
             if v.primary and not fresh.primary:
                 # Without a majority, installing a non-primary view would strand this component
-                # (components do not merge yet). Keep the flush open instead: members stay blocked,
+                # (its members would rejoin the primary one by one). Keep the flush open: they stay blocked,
                 # deliver nothing, and the ballot restarts when a suspect is heard from again.
                 self.waiting = True
                 self.g.ctx.trace("gms waits: no majority for a primary view")

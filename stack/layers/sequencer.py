@@ -12,7 +12,7 @@ primary or excludes us, in which case nothing more is delivered in this view.
 Uniformity: a delivered message is reported `Safe` once it and every slot before it (the data and
 the sequencer cast that ordered it) are held by a majority of the view's acceptors (`Stable.quorum`):
 the flush of any next primary view hears from a majority of them, so its cut holds both, and no
-survivor can miss the message or order it differently (design.md §7: waiting for every member would
+survivor can miss the message or order it differently (docs/guarantees.md, V5: waiting for every member would
 let the slowest one set the reply latency). Requires: fifo, views, flush, stability. Provides: total.
 
 Header on casts: (DATA,) for a data cast, (ORDER, [origin, count, origin, count, ...]).

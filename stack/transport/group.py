@@ -197,6 +197,25 @@ class Group:
         self.ep.cast(payload)
         self._pump()
 
+    @property
+    def max_message(self) -> int | None:
+        """The largest payload `cast` accepts (the frag layer's max_size), None without frag."""
+        return self._max_size
+
+    def cast_nowait(self, payload: bytes) -> bool:
+        """`cast` without waiting: False (nothing sent) while the flow window is full, then the
+        caller awaits `cast`. Raises ValueError for a payload larger than `max_message`."""
+        if self._max_size is not None and len(payload) > self._max_size:
+            raise ValueError(
+                f"a cast of {len(payload)} bytes exceeds the stack's limit of {self._max_size} "
+                "(frag max_size)"
+            )
+        if not self._room.is_set():
+            return False
+        self.ep.cast(payload)
+        self._pump()
+        return True
+
     def send(self, member: str, payload: bytes) -> None:
         self.ep.send(member, payload)
         self._pump()

@@ -1,4 +1,4 @@
-"""Linearizability checker for client histories of replicated objects (reliability.md R4, R5).
+"""Linearizability checker for client histories of replicated objects (docs/guarantees.md: what the real-process tests add).
 
 Why in-repo: no linearizability checker exists on PyPI, and the real-process tests of replicated objects need
 one to turn "the clients saw these results" into a verdict. The algorithm is Wing & Gong's search with Lowe's

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from cohort.orb.proxy import close_proxy
 from cohort.orb.status import replica_status
 from cohort.stack.transport.testing import free_udp_ports
 
@@ -192,7 +193,7 @@ class Clients:
         for t in self.threads:
             t.join(30)
         for p in self.proxies:
-            p.close()
+            close_proxy(p)
 
     def wait_progress(self, calls: int, timeout: float = 15.0) -> int:
         """Block until `calls` more calls have completed (the load ran through whatever happened

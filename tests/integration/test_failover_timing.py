@@ -15,8 +15,10 @@ import time
 
 import pytest
 from cluster import Cluster
+from cohort.orb.connection import Connection
+from cohort.orb.proxy import close_proxy, proxy_info
+from cohort.orb.refs import INVOKE
 from cohort.orb.status import replica_status
-from cohort.orb.wire import Connection
 
 from tests.history.lincheck import Op, check
 from tests.history.models import CounterModel
@@ -129,19 +131,21 @@ def test_sigstop_of_the_coordinator_stalls_clients_about_the_exclusion_time(tmp_
             f"views {clock.views[others[0]][-2:]})"
             f"\nlongest client stall: {stall:.3f}s (exclusion + {stall - exclusion:.3f}s); "
             f"{len(done)} calls completed after the pause, {len(after)} in the new view; "
-            f"abandoned attempts {sum(p.abandoned for p in proxies)}, "
-            f"failovers {sum(p.failovers for p in proxies)}, probes {sum(p.probes for p in proxies)}"
+            f"abandoned attempts {sum(proxy_info(p).abandoned for p in proxies)}, "
+            f"failovers {sum(proxy_info(p).failovers for p in proxies)}, probes {sum(proxy_info(p).probes for p in proxies)}"
         )
         assert errors == []
         assert after, "no call completed in the new view"
         assert stall < 2.0, f"a client stalled {stall:.3f}s (exclusion took {exclusion:.3f}s)"
-        assert all(p.abandoned >= 1 for p in proxies)  # each left its call at the paused one
+        assert all(
+            proxy_info(p).abandoned >= 1 for p in proxies
+        )  # each left its call at the paused one
         result = check(history, CounterModel(), timeout=60)
         assert result.ok is True, f"{result.explanation}\n(replica logs in {c.log_dir})"
         c.wait_converged(others)
     finally:
         for p in proxies:
-            p.close()
+            close_proxy(p)
         if stopped is not None:
             c.kill(stopped)  # SIGKILL ends a stopped process too
         c.close()
@@ -156,7 +160,7 @@ def test_a_slow_method_is_not_resent_and_does_not_fail_over(tmp_path, monkeypatc
     real_call = Connection.call
 
     def counting_call(self, method, args, timeout=None):
-        if method == "invoke":
+        if method == INVOKE:
             sent.append((self.addr, args[1], args[2]))
         return real_call(self, method, args, timeout)
 
@@ -174,11 +178,11 @@ def test_a_slow_method_is_not_resent_and_does_not_fail_over(tmp_path, monkeypatc
             slow = [s for s in sent if s[2] == "slow_add"]
             print(
                 f"\nslow_add(10, 3.0) took {elapsed:.3f}s; sent to {[s[0] for s in slow]}; "
-                f"probes answered {proxy.probes}, failovers {proxy.failovers}, "
-                f"abandoned {proxy.abandoned}"
+                f"probes answered {proxy_info(proxy).probes}, failovers {proxy_info(proxy).failovers}, "
+                f"abandoned {proxy_info(proxy).abandoned}"
             )
             assert len(slow) == 1, f"the slow call was re-sent: {slow}"
-            assert proxy.failovers == 0 and proxy.abandoned == 0
+            assert proxy_info(proxy).failovers == 0 and proxy_info(proxy).abandoned == 0
         sts = c.wait_converged(c.seeds)
         for s in sts.values():
             assert s["applied"] == 2, s

@@ -20,8 +20,8 @@ import zlib
 
 import pytest
 from cluster import Clients, Cluster
-from cohort.orb.refs import object_id
-from cohort.orb.wire import Connection
+from cohort.orb.connection import Connection
+from cohort.orb.refs import STATUS, object_id
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "orb"))
 from orbkit import SERPENT, annotation, connect_frame, exchange, frame  # noqa: E402
@@ -57,7 +57,7 @@ class Prober(threading.Thread):
         while not self.halt.is_set():
             t = time.perf_counter()
             try:
-                conn.call("status", [], 5.0)
+                conn.call(STATUS, [], 5.0)
             except Exception as e:  # recorded for the test
                 self.errors.append(repr(e))
                 return
@@ -139,7 +139,7 @@ def test_hostile_inputs_leave_the_replica_in_its_group(tmp_path):
                     break
             print(f"  {len(flood)} idle connections opened in {time.perf_counter() - t:.2f}s")
             t = time.perf_counter()
-            with pytest.raises(ConnectionRefusedError, match="connection limit"):
+            with pytest.raises(ConnectionError, match="connection limit"):
                 Connection(target, object_id(c.group), 5.0)
             print(
                 f"  a new client refused at the limit in {(time.perf_counter() - t) * 1000:.1f} ms"

@@ -6,6 +6,7 @@ import socket
 import threading
 
 import pytest
+from cohort.orb.proxy import proxy_info
 from cohort.orb.refs import lookup
 from cohort.samples.counter import Counter
 from cohort.stack.transport.testing import free_udp_ports
@@ -41,7 +42,7 @@ def test_group_resolved_through_the_name_server_and_unregistered_on_stop():
         with replication.connect(
             "PYROGROUPNAME:named", ns_host="127.0.0.1", ns_port=ns_port, timeout=20
         ) as counter:
-            assert sorted(counter.members) == sorted(addrs)
+            assert sorted(proxy_info(counter).members) == sorted(addrs)
             assert counter.add(2) == 2
             assert counter.get() == 2
         replicas[2].stop()

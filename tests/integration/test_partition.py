@@ -17,7 +17,8 @@ import uuid
 import pytest
 from cluster import Cluster
 from cohort.orb import errors as st
-from cohort.orb.wire import Connection
+from cohort.orb.connection import Connection
+from cohort.orb.refs import INVOKE
 from cohort.replication import connect
 from cohort.replication.cli import main as cohort_main
 from cohort.state import codec
@@ -78,7 +79,7 @@ def test_a_cut_off_replica_reports_not_primary_and_refuses_at_once(tmp_path, cap
             conn = Connection(victim, "cohort.part", 5.0)
             t1 = time.monotonic()
             status, body, _view = conn.call(
-                "invoke", [os.urandom(8), 1, "add", codec.dumps([[1], {}]), 0, 0, None]
+                INVOKE, [os.urandom(8), 1, "add", codec.dumps([[1], {}]), 0, 0, None]
             )
             refused_in = time.monotonic() - t1
             conn.close()

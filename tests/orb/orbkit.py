@@ -14,8 +14,9 @@ import threading
 import time
 from typing import Any
 
+from cohort.orb.connection import Connection
 from cohort.orb.limits import ServerLimits
-from cohort.orb.wire import Connection, WireServer
+from cohort.orb.wire import WireServer
 from Pyro5 import protocol
 
 OBJ = "cohort.test"

@@ -107,7 +107,40 @@ def test_state_hooks_view_hook_and_descriptors_are_not_remote_methods() -> None:
     assert info.describe() == {"set": "update"}
 
 
-def test_inherited_public_methods_are_replicated() -> None:
+def test_a_mixin_s_public_methods_are_exposed_only_when_named() -> None:
+    class Base:  # a plain helper class: its public API is not a remote one unless named
+        def ping(self) -> str:
+            return "pong"
+
+        @query
+        def who(self) -> str:
+            return "base"
+
+        def helper(self) -> None:
+            pass
+
+    @replicated
+    class Child(Base):
+        def extra(self) -> None:
+            pass
+
+    assert class_info(Child).describe() == {"extra": "update"}
+
+    @replicated(expose=("ping", "who"))
+    class Named(Base):
+        def extra(self) -> None:
+            pass
+
+    assert class_info(Named).describe() == {"ping": "update", "who": "query", "extra": "update"}
+    with pytest.raises(ReplicationError, match="expose='nope' names no public method"):
+
+        @replicated(expose=("nope",))
+        class Wrong(Base):
+            pass
+
+
+def test_methods_of_a_replicated_base_are_inherited() -> None:
+    @replicated
     class Base:
         def ping(self) -> str:
             return "pong"

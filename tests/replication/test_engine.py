@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 from cohort.orb import errors as st
 from cohort.samples.bank import Bank
 from cohort.samples.counter import Counter
 from cohort.samples.kvstore import KVStore
+from cohort.state import codec
 from enginekit import (
     CID,
     BadHook,
@@ -218,15 +221,20 @@ def test_builtin_exception_is_reraised_as_itself() -> None:
     assert len(g.digests()) == 1
 
 
-def test_custom_exception_becomes_remote_error() -> None:
+def test_custom_exception_is_its_class_here_and_a_remote_error_where_unknown(monkeypatch) -> None:
     g = Group().form(Strict)
     r = submit(g["a"], "fail", rid=1)
     g.settle()
-    e = r.error
+    e = r.error  # this process has the class (its module is imported): it comes back as itself
+    assert type(e).__name__ == "Overdrawn" and str(e) == "not today"
+    assert any("raise Overdrawn" in n for n in e.__notes__)
+    module = type(e).__module__
+    monkeypatch.delitem(sys.modules, module)  # a client that never imported the class
+    e = st.decode_exception(r.calls[-1][1])
     assert isinstance(e, st.RemoteError)
     assert e.remote_type.endswith("Overdrawn")
     assert e.remote_message == "not today"
-    assert "raise Overdrawn" in e.remote_traceback
+    assert "raise Overdrawn" in e.remote_traceback and "/" not in e.remote_traceback
     # the partial mutation before the raise happened on every replica alike
     assert {g[m].obj.n for m in "abc"} == {100}
     assert len(g.digests()) == 1
@@ -237,8 +245,7 @@ def test_unserializable_result_is_an_error_naming_the_type() -> None:
     r = submit(g["a"], "opaque", rid=1)
     g.settle()
     e = r.error
-    assert isinstance(e, st.RemoteError)
-    assert "SerializationError" in e.remote_type
+    assert isinstance(e, codec.SerializationError)
     assert "'object'" in str(e) and "opaque()" in str(e)
 
 

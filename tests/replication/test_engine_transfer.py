@@ -47,7 +47,8 @@ def test_joiner_receives_the_snapshot_and_buffers_deliveries_meanwhile() -> None
     assert len(g.digests()) == 1
     assert d.views == [v2.vid]
     assert d.xfer_log and d.xfer_log[0]["donor"] == "c"
-    assert tuple(d.xfer_log[0]["vid"]) == v2.vid and d.xfer_log[0]["pos"] == 0
+    # cut once the joiner's STATUS (its class) is delivered: after the 4 statuses of the view
+    assert tuple(d.xfer_log[0]["vid"]) == v2.vid and d.xfer_log[0]["pos"] == 4
     assert d.obj.seen and d.obj.seen[-1][0] == v2.vid
     g.safe()
     assert r.value == 1115 - 1000

@@ -18,8 +18,11 @@ from typing import Any
 
 import pytest
 from cohort.orb import errors
-from cohort.orb.proxy import GroupProxy
-from cohort.orb.wire import Connection, WireServer, _frame
+from cohort.orb.connection import Connection
+from cohort.orb.framing import _frame
+from cohort.orb.proxy import GroupProxy, close_proxy, proxy_info
+from cohort.orb.refs import DESCRIBE, INVOKE
+from cohort.orb.wire import WireServer
 from cohort.state import codec
 from cohort.state.codec import SerializationError
 from Pyro5 import protocol
@@ -97,7 +100,7 @@ class FakeReplica:
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.server = WireServer(
-            {f"cohort.{GROUP}": {"invoke": self._invoke, "describe": self._describe}}
+            {f"cohort.{GROUP}": {INVOKE: self._invoke, DESCRIBE: self._describe}}
         )
         self.loop = asyncio.new_event_loop()
         self.loop.set_exception_handler(lambda loop, ctx: self.loop_errors.append(ctx))
@@ -170,7 +173,7 @@ def proxies() -> Iterator[Callable[..., GroupProxy]]:
 
     yield make
     for p in made:
-        p.close()
+        close_proxy(p)
 
 
 def wait_until(pred: Callable[[], bool], within: float = 3.0) -> bool:
@@ -196,7 +199,7 @@ def test_call_returns_the_decoded_result_and_numbers_requests(replicas, proxies)
         ("echo", 2, 1, 0),
     ]
     assert len({c.cid for c in r.calls}) == 1 and len(r.calls[0].cid) == 8
-    assert p.failovers == 0
+    assert proxy_info(p).failovers == 0
 
 
 def test_two_proxies_have_distinct_client_ids(replicas, proxies) -> None:
@@ -221,7 +224,7 @@ def test_failover_on_refused_timeout_and_retry_keeps_the_request_id(replicas, pr
     assert time.monotonic() - t0 < 2.0  # one attempt timeout, not the call timeout
     assert slow.ids() == joining.ids() == good.ids()
     assert len(good.ids()) == 1
-    assert p.failovers >= 3
+    assert proxy_info(p).failovers >= 3
     # the next call starts over from the first candidate and gets a new request id
     p2_ids = good.ids()[0]
     assert p.add(8) == 8
@@ -234,7 +237,7 @@ def test_failover_when_the_replica_drops_the_connection(replicas, proxies) -> No
     p = proxies(flaky.addr, good.addr)
     assert p.add(3) == 3
     assert flaky.ids() == good.ids()
-    assert p.failovers == 1
+    assert proxy_info(p).failovers == 1
 
 
 def test_retry_status_is_retried_until_a_replica_serves(replicas, proxies) -> None:
@@ -270,28 +273,31 @@ def test_no_quorum_when_every_replica_says_so(replicas, proxies) -> None:
     assert len({r.ids()[0] for r in rs}) == 1
 
 
-def test_mixed_failures_are_group_unavailable_not_no_quorum(replicas, proxies) -> None:
+def test_a_stranded_replica_and_dead_ones_are_no_quorum_naming_each(replicas, proxies) -> None:
+    """The group is up (one replica answers) but has no majority: NoQuorum, with what each
+    replica said, well before the call's timeout."""
     nq = replicas(no_quorum)
     dead = dead_addr()
-    p = proxies(nq.addr, dead, timeout=0.5, attempt_timeout=0.2)
-    with pytest.raises(errors.GroupUnavailable) as ei:
+    p = proxies(nq.addr, dead, timeout=10, attempt_timeout=0.2)
+    t0 = time.monotonic()
+    with pytest.raises(errors.NoQuorum) as ei:
         p.add(1)
-    assert nq.addr in str(ei.value) and dead in str(ei.value)
+    assert time.monotonic() - t0 < 2.0
+    msg = str(ei.value)
+    assert f"{nq.addr}: no quorum" in msg and f"{dead}: connect failed" in msg, msg
 
 
 def test_group_unavailable_when_no_replica_runs(proxies) -> None:
     addrs = [dead_addr(), dead_addr()]
-    p = proxies(*addrs, timeout=0.5, attempt_timeout=0.2)
+    p = proxies(*addrs, timeout=30, attempt_timeout=0.2)
     t0 = time.monotonic()
     with pytest.raises(errors.GroupUnavailable) as ei:
         p.add(1)
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 2.0  # refused everywhere is definitive: no 30 s wait
     msg = str(ei.value)
     for a in addrs:
         assert a in msg
-    assert "connect failed" in msg
-    assert f"cohort status PYROGROUP:{GROUP}@" in msg
-    assert "no replica answered within 0.5s" in msg
+    assert "connect failed" in msg and "no replica is running" in msg
 
 
 def test_group_unavailable_when_every_replica_hangs(replicas, proxies) -> None:
@@ -314,10 +320,13 @@ def test_a_server_without_the_group_object_is_skipped(replicas, proxies) -> None
         p = proxies(other.addr, good.addr)
         assert p.add(2) == 2
         assert other.calls == [] and len(good.calls) == 1
-        lonely = proxies(other.addr, timeout=0.4, attempt_timeout=0.2)
-        with pytest.raises(errors.GroupUnavailable) as ei:
+        lonely = proxies(other.addr, timeout=30, attempt_timeout=0.2)
+        t0 = time.monotonic()
+        with pytest.raises(errors.GroupNotServed) as ei:
             lonely.add(1)
-        assert "unknown object" in str(ei.value) and "cohort.someone-else" in str(ei.value)
+        assert time.monotonic() - t0 < 2.0
+        assert f"no replica serves group {GROUP!r}" in str(ei.value)
+        assert "it serves: 'someone-else'" in str(ei.value)
     finally:
         other.stop()
 
@@ -334,9 +343,9 @@ def test_stale_reference_learns_the_members_from_a_reply(replicas, proxies) -> N
         r.view = None
     a.behave = lambda r, call: [errors.RETRY, "joining", view]
     p = proxies(a.addr)  # a reference naming only a
-    assert p.members == (a.addr,)
+    assert proxy_info(p).members == (a.addr,)
     assert p.add(9) == 9
-    assert p.members == (b.addr, c.addr, a.addr)
+    assert proxy_info(p).members == (b.addr, c.addr, a.addr)
     assert a.ids() == b.ids()  # same request at the member it learned of
     assert c.calls == []
 
@@ -351,7 +360,7 @@ def test_updates_go_to_the_coordinator_first(replicas, proxies) -> None:
         assert p.add(i) == i
     assert p.get() == c.addr  # a linearizable query also goes to the coordinator
     assert len(c.calls) == 6 and a.calls == [] and b.calls == []
-    assert p.members == (c.addr, a.addr, b.addr)
+    assert proxy_info(p).members == (c.addr, a.addr, b.addr)
     # the replica learns that the proxy knows its view
     assert c.calls[-1].vid == [5, c.addr]
 
@@ -372,7 +381,7 @@ def test_an_older_view_does_not_replace_a_newer_one(replicas, proxies) -> None:
     p = proxies(a.addr, b.addr)
     for _ in range(3):
         p.add(1)
-    assert p.members == (b.addr, a.addr)
+    assert proxy_info(p).members == (b.addr, a.addr)
     assert len(b.calls) == 3 and a.calls == []
 
 
@@ -518,9 +527,11 @@ def test_plain_pyro5_proxy_talks_to_a_wire_server(replicas) -> None:
     with Pyro5.api.Proxy(f"PYRO:cohort.{GROUP}@{r.addr}") as px:
         px._pyroSerializer = "msgpack"
         px._pyroTimeout = 5.0
-        described = px.describe()
+        described = getattr(px, DESCRIBE)()  # our dispatcher, under its reserved prefix
         assert described == {"methods": METHODS, "view": r.view}
-        status, body, view = px.invoke(b"pyro5-cid", 1, "add", codec.dumps([[11], {}]), 0, 0, None)
+        status, body, view = getattr(px, INVOKE)(
+            b"pyro5-cid", 1, "add", codec.dumps([[11], {}]), 0, 0, None
+        )
         assert status == errors.OK and codec.loads(body) == 11 and view == r.view
         with pytest.raises(AttributeError):
             px.nonexistent()
@@ -531,13 +542,15 @@ def test_connection_reports_unknown_exposed_methods(replicas) -> None:
     r = replicas()
     conn = Connection(r.addr, f"cohort.{GROUP}", timeout=2.0)
     try:
-        assert conn.call("describe", [], 2.0)["methods"] == METHODS
+        assert conn.call(DESCRIBE, [], 2.0)["methods"] == METHODS
         with pytest.raises(AttributeError, match="no exposed method 'nope'"):
             conn.call("nope", [], 2.0)
-        assert conn.call("describe", [], 2.0)["methods"] == METHODS  # still usable
+        assert conn.call(DESCRIBE, [], 2.0)["methods"] == METHODS  # still usable
     finally:
         conn.close()
-    with pytest.raises(ConnectionRefusedError, match="unknown object"):
+    with pytest.raises(
+        errors.GroupNotServed, match=f"serves no group 'other'; it serves: '{GROUP}'"
+    ):
         Connection(r.addr, "cohort.other", timeout=2.0)
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from cohort.orb import errors
-from cohort.orb.proxy import GroupProxy
+from cohort.orb.proxy import GroupProxy, close_proxy, proxy_info
+from cohort.orb.refs import DESCRIBE
 from test_proxy import GROUP, METHODS, FakeReplica, hang, ok
 
 pytestmark = pytest.mark.timeout(30)
@@ -46,7 +47,7 @@ def proxies() -> Iterator[Callable[..., GroupProxy]]:
 
     yield make
     for p in made:
-        p.close()
+        close_proxy(p)
 
 
 def hang_updates(seconds: float):
@@ -99,8 +100,10 @@ def test_a_call_leaves_the_coordinator_once_the_group_excludes_it(replicas, prox
     assert time.monotonic() - excluded_at < 0.5
     assert a.ids()[-1] == b.ids()[-1]  # the same client id and request id at the new coordinator
     assert c.calls == []  # not hedged to every replica
-    assert p.abandoned == 1 and p.failovers == 1 and p.probes >= 3
-    assert p.members == (b.addr, c.addr)
+    assert (
+        proxy_info(p).abandoned == 1 and proxy_info(p).failovers == 1 and proxy_info(p).probes >= 3
+    )
+    assert proxy_info(p).members == (b.addr, c.addr)
     assert p.add(8) == 8 and b.calls[-1].rid == a.calls[-1].rid + 1
 
 
@@ -112,7 +115,7 @@ def test_a_slow_call_is_not_resent_while_the_view_stays(replicas, proxies) -> No
     assert p.add(3) == 3
     assert [call.method for call in a.calls] == ["get", "add"]
     assert b.calls == [] and c.calls == []
-    assert p.failovers == 0 and p.abandoned == 0
+    assert proxy_info(p).failovers == 0 and proxy_info(p).abandoned == 0
     probes = (b.describes - b_before) + (c.describes - c_before)
     assert 8 <= probes <= 16  # one probe per 0.1 s interval, spread over the others
     assert a.describes <= 1  # never probes the replica it waits on
@@ -129,7 +132,7 @@ def test_all_calls_waiting_at_the_excluded_replica_move_on_one_probe(replicas, p
     for t, _out in runs:
         t.join(5)
     assert sorted(out.get("value") for _t, out in runs) == [0, 1, 2, 3, 4]
-    assert p.abandoned == 5
+    assert proxy_info(p).abandoned == 5
     assert b.describes + c.describes - before <= 3  # one probe per interval, not one per call
     assert {call.rid for call in c.calls} == {call.rid for call in a.calls if call.method == "echo"}
 
@@ -138,7 +141,7 @@ def test_a_minority_view_does_not_move_the_call(replicas, proxies) -> None:
     a, b, c, view = three(replicas, hang_updates(1.2))
     minority = [[5, b.addr], [b.addr]]  # newer, excludes a, but b is cut off from a majority
     for r in (b, c):
-        r.server.objects[f"cohort.{GROUP}"]["describe"] = lambda: {
+        r.server.objects[f"cohort.{GROUP}"][DESCRIBE] = lambda: {
             "methods": METHODS,
             "view": minority,
             "primary": False,
@@ -146,8 +149,13 @@ def test_a_minority_view_does_not_move_the_call(replicas, proxies) -> None:
     p = proxies(a.addr, b.addr, c.addr)
     assert p.get() == a.addr
     assert p.add(1) == 1
-    assert p.abandoned == 0 and p.failovers == 0 and b.calls == [] and c.calls == []
-    assert p.probes >= 5
+    assert (
+        proxy_info(p).abandoned == 0
+        and proxy_info(p).failovers == 0
+        and b.calls == []
+        and c.calls == []
+    )
+    assert proxy_info(p).probes >= 5
 
 
 def test_an_update_leaves_a_member_that_lost_the_coordinator_role(replicas, proxies) -> None:
@@ -160,7 +168,7 @@ def test_an_update_leaves_a_member_that_lost_the_coordinator_role(replicas, prox
     b.view = c.view = [[3, b.addr], [b.addr, c.addr, a.addr]]
     t.join(5)
     assert out.get("value") == 4, out
-    assert p.abandoned == 1 and a.ids()[-1] == b.ids()[-1]
+    assert proxy_info(p).abandoned == 1 and a.ids()[-1] == b.ids()[-1]
 
 
 def test_probe_interval_zero_waits_out_the_attempt_timeout(replicas, proxies) -> None:
@@ -174,7 +182,9 @@ def test_probe_interval_zero_waits_out_the_attempt_timeout(replicas, proxies) ->
     t0 = time.monotonic()
     assert p.add(2) == 2
     assert time.monotonic() - t0 >= 0.6
-    assert p.probes == 0 and p.abandoned == 0 and p.failovers == 1
+    assert (
+        proxy_info(p).probes == 0 and proxy_info(p).abandoned == 0 and proxy_info(p).failovers == 1
+    )
 
 
 def test_the_watcher_thread_ends_when_the_proxy_is_idle(replicas, proxies) -> None:

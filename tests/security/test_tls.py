@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from certs import CA
@@ -10,6 +11,7 @@ from cohort.orb.tls import client_context, server_context
 from cohort.samples.counter import Counter
 from cohort.stack.transport.testing import free_udp_ports
 
+import cohort
 from cohort import replication
 
 pytestmark = pytest.mark.timeout(90)
@@ -51,18 +53,47 @@ def test_calls_over_tls_with_a_client_certificate(tls_group):
         assert c.add(3) == c.get()
 
 
-@pytest.mark.parametrize("who", ["no_cert", "rogue", "plain"])
+@pytest.mark.parametrize("who", ["no_cert", "rogue"])
 def test_a_client_without_an_accepted_certificate_is_refused(tls_group, who):
-    ctx = None if who == "plain" else tls_group[who]
-    with replication.connect(tls_group["ref"], ssl_context=ctx, timeout=1.5) as c:
+    with replication.connect(tls_group["ref"], ssl_context=tls_group[who], timeout=1.5) as c:
         with pytest.raises(replication.GroupUnavailable):
             c.add(1)
 
 
-def test_a_replica_whose_certificate_we_do_not_trust_is_not_called(tls_group):
-    with replication.connect(tls_group["ref"], ssl_context=tls_group["wrong_ca"], timeout=1.5) as c:
-        with pytest.raises(replication.GroupUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+def test_a_plaintext_client_is_told_at_once_that_tls_is_needed(tls_group):
+    t0 = time.monotonic()
+    with replication.connect(tls_group["ref"]) as c:  # the default 30 s timeout
+        with pytest.raises(cohort.TLSMismatch, match="probably requires TLS"):
             c.add(1)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_a_tls_client_of_a_plaintext_group_is_told_at_once(tls_group, tmp_path):
+    addrs = [f"127.0.0.1:{p}" for p in free_udp_ports(3)]
+    replicas = [replication.Replica(Counter, "plain", a, addrs) for a in addrs]
+    starters = [threading.Thread(target=r.start) for r in replicas]
+    for t in starters:
+        t.start()
+    for t in starters:
+        t.join(60)
+    try:
+        t0 = time.monotonic()
+        ref = f"PYROGROUP:plain@{','.join(addrs)}"
+        with replication.connect(ref, ssl_context=tls_group["good"]) as c:
+            with pytest.raises(cohort.TLSMismatch, match="serves plain connections"):
+                c.add(1)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        for r in replicas:
+            r.stop()
+
+
+def test_a_replica_whose_certificate_we_do_not_trust_is_not_called(tls_group):
+    t0 = time.monotonic()
+    with replication.connect(tls_group["ref"], ssl_context=tls_group["wrong_ca"]) as c:
+        with pytest.raises(cohort.TLSMismatch, match="certificate is not trusted"):
+            c.add(1)
+    assert time.monotonic() - t0 < 2.0
 
 
 def test_cohort_call_and_status_over_tls(tls_group, capsys):

@@ -373,3 +373,27 @@ def test_sets_encode_sorted_so_equal_states_give_equal_bytes() -> None:
     assert ext == sorted(words)
     assert dumps({"s": a, "f": frozenset(a)}) == dumps({"s": b, "f": frozenset(b)})
     roundtrip({1, "mixed", (2,)})  # unorderable: still round-trips, in iteration order
+
+
+def test_an_unregistered_dataclass_in_a_reply_reads_as_a_record_and_round_trips():
+    @dataclasses.dataclass(frozen=True)
+    class Item:
+        name: str
+        n: int
+
+    codec.register_dataclass(Item)
+    data = dumps({"item": Item("apple", 2)})
+    codec.unregister(Item)  # this process (a client) does not have the class
+    with pytest.raises(DecodeError, match="not registered in this process: import its module"):
+        loads(data)  # replicas decode strictly: their state must round-trip exactly
+    got = loads(data, records=True)["item"]
+    assert isinstance(got, codec.Record) and got.name == "apple" and got.n == 2
+    assert got.type_name.endswith("Item") and "name='apple'" in repr(got)
+    with pytest.raises(AttributeError, match="read-only"):
+        got.n = 3
+    again = dumps(got)  # passed back, it is the same dataclass on the wire
+    codec.register_dataclass(Item)
+    try:
+        assert loads(again) == Item("apple", 2)
+    finally:
+        codec.unregister(Item)

@@ -23,6 +23,9 @@ PUBLIC = [
     "NoQuorum",
     "StaleRequest",
     "RemoteError",
+    "GroupNotServed",
+    "TLSMismatch",
+    "MessageTooLarge",
 ]
 #: the builtin each error also derives from, so `except ValueError` and the like keep working
 BUILTIN = {
@@ -36,6 +39,9 @@ BUILTIN = {
     "GroupUnavailable": ConnectionError,
     "NoQuorum": ConnectionError,
     "StaleRequest": LookupError,
+    "GroupNotServed": LookupError,
+    "TLSMismatch": ConnectionError,
+    "MessageTooLarge": ValueError,
 }
 
 
