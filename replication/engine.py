@@ -12,6 +12,7 @@ Ordered messages (msgpack arrays, cast in total order):
   BATCH [3, [INV or QRY, ...]]   the calls a replica received in one event-loop tick, one cast
                                  (one pass through the stack for many calls; they share a position)
   STATUS [4, vid, held, seen, applied, ready]   each member's, at the install of a primary view
+  DIG [5, applied, digest, epoch, resync]   a check's state digest (`replication.divergence`)
 Point-to-point messages: the state transfer of `cohort.replication.transfer` (HDR, CHUNK, ACK, END) and
   REQ [12, vid]   a joiner whose transfer failed its checks asks its donor again
 
@@ -49,6 +50,7 @@ from cohort.replication import custody
 from cohort.replication.api import class_info, run_in_context
 from cohort.replication.cache import ReplyCache
 from cohort.replication.custody import FORMING, READY
+from cohort.replication.divergence import DIG, Checker, Hasher, Policy
 from cohort.replication.transfer import ACK, CHUNK, END, HDR, Incoming, Session
 from cohort.state import codec, stream
 from cohort.state import snapshot as snap
@@ -97,13 +99,17 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
         entropy: Callable[[int], bytes] = os.urandom,
+        policy: Policy | None = None,
+        hasher: Hasher | None = None,
+        leave: Callable[[str], None] | None = None,
     ) -> None:
         """`schedule(fn)` runs `fn` once the driver has handled the current batch of input (the
         end of an event-loop tick): calls submitted meanwhile leave as one BATCH cast. Without
         it every call is cast at once. The core reads no clock and no entropy of its own:
         `clock` (transfer reports), `wallclock` (`replication.now()` as the ordering replica
         chose it) and `entropy` (seeds, transfer ids) come from the driver, so a simulator can
-        run it in virtual time."""
+        run it in virtual time. `policy`, `hasher`, `leave`: the divergence checks'
+        (`cohort.replication.divergence.Checker`)."""
         self.info = class_info(cls)
         self.cls = cls
         self.me = me
@@ -155,6 +161,7 @@ class Engine:
         self.version = 0  # counts changes of the replicated state, for the digest cache
         self._digest: tuple[int, str] | None = None
         self.stats = {"executed": 0, "duplicates": 0, "queries": 0, "stale": 0}
+        self.checks = Checker(self, policy or Policy(), hasher, leave)
 
     # --- client side -----------------------------------------------------------------------------
 
@@ -307,6 +314,8 @@ class Engine:
         except Exception:
             log.error("%s: undecodable ordered message from %s dropped", self.me, origin)
             return
+        if msg[0] == DIG:
+            return self.checks.on_report(origin, msg)
         if msg[0] == STATUS:
             self._on_status(origin, pos, msg)
             if not self.ready and self.complete is not None and self.pos >= self.complete[2]:
@@ -422,6 +431,7 @@ class Engine:
                 self.stats["executed"] += 1
                 self.applied += 1
                 self.cache.store(cid, rid, self._run(method, payload, now, seed))
+                self.checks.on_update(method, now)
             self._settle(key, pos, current)
         elif kind == QRY:
             _, cid, rid, method, payload, now, seed = msg
@@ -449,7 +459,8 @@ class Engine:
         self.version += 1
         try:
             args, kwargs = codec.loads(payload)
-            result = run_in_context(now, seed, getattr(self.obj, method), *args, **kwargs)
+            fn = self.checks.guard(method, getattr(self.obj, method))  # queries: no changes
+            result = run_in_context(now, seed, fn, *args, **kwargs)
         except Exception as e:
             return st.ERROR, st.encode_exception(e, traceback.format_exc(limit=-4))
         try:
@@ -783,6 +794,7 @@ class Engine:
         self._set_state_value(obj, user)
         self.obj = obj  # the custodial state, if any, is replaced only now
         self.version += 1
+        self.checks.on_install()
         self.cache = ReplyCache.load(cache)
         self.applied = applied
         self.passive_pending = OrderedDict(((m[1], m[2]), m) for m in pending)

@@ -26,6 +26,7 @@ from cohort.orb.refs import GroupRef, object_id, register, unregister
 from cohort.orb.wire import WireServer, parse_addr
 from cohort.replication.api import class_info
 from cohort.replication.core_thread import CoreThread
+from cohort.replication.divergence import OffCoreHasher, Policy
 from cohort.replication.engine import Engine
 from cohort.stack.events import Block, Deliver, DeliverSend, Exit, Safe
 from cohort.stack.events import View as ViewEv
@@ -52,6 +53,8 @@ class Replica:
     input (a method, a snapshot, a state install) may keep the core busy before the replica
     counts as hung and leaves (it rejoins with its state when free; docs/replication.md).
     `server_limits`: what the client port accepts (`cohort.orb.limits.ServerLimits`, defaults if None).
+    Divergence checks (`cohort.replication.divergence`): `check_every` (updates), `check_interval`
+    (s), `on_divergence` ("resync"/"stop": `failed` says why it left), `query_guard`.
     """
 
     def __init__(
@@ -75,6 +78,10 @@ class Replica:
         transport: str = "udp",
         busy_limit: float = 5.0,
         server_limits: ServerLimits | None = None,
+        on_divergence: str = "resync",
+        check_every: int | None = 1000,
+        check_interval: float | None = 10.0,
+        query_guard: str = "shallow",
     ) -> None:
         class_info(cls)  # fail now, not in the loop thread
         parse_addr(listen)
@@ -99,6 +106,9 @@ class Replica:
             raise ValueError(f"busy_limit must be positive seconds, got {busy_limit!r}")
         self.busy_limit = busy_limit
         self.server_limits = server_limits
+        self.checks = Policy(check_every, check_interval, on_divergence, query_guard)
+        self.failed: str | None = None  # why the replica stopped (on_divergence="stop")
+        self.hasher: OffCoreHasher | None = None
         self.core: CoreThread | None = None
         self.hung = 0  # times the core was busy beyond busy_limit
         self.loop_lag_max = 0.0  # seconds: the longest the loop was late for a timer
@@ -202,6 +212,8 @@ class Replica:
         loop.close()
         if self.core is not None:
             self.core.stop()
+        if self.hasher is not None:
+            self.hasher.close()
 
     async def _boot(self) -> None:
         host, port = parse_addr(self.listen)
@@ -212,6 +224,7 @@ class Replica:
         self._server.raw_handlers.update(tcp_handlers(self.listen))
         await self._server.start(host, port, ssl=self.ssl_context)
         self.core = CoreThread(f"replica-core-{self.listen}", nice=CORE_NICE)
+        self.hasher = OffCoreHasher(f"replica-digest-{self.listen}", self.core.post, CORE_NICE)
         await self._join()
         self._spawn(self._watch_quorum())
         self._spawn(self._watch_core())
@@ -258,10 +271,18 @@ class Replica:
                 self.args,
                 self.kwargs or {},
                 schedule=core.schedule,  # calls of one batch leave as one cast
+                policy=self.checks,
+                hasher=self.hasher,
+                leave=lambda why: loop.call_soon_threadsafe(self._leave_diverged, why),
             )
         else:  # a rejoin: same core, same kept state (custody)
             core.post(self.engine.reattach, cast, send)
         self._spawn(self._pump(group, self.engine))
+
+    def _leave_diverged(self, reason: str) -> None:  # on_divergence="stop": leave for good
+        self.failed, self.rejoin = reason, False
+        if self.group is not None and self.group.ep.alive:
+            self._spawn(self.group.leave(timeout=3.0))
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -398,16 +419,9 @@ class Replica:
                 engine.submit, cid, rid, method, payload, done, bool(local), reply_from_core
             )
         status, body = await fut
-        view = engine.view
-        known = (
-            None
-            if view is None or (vid and tuple(vid) == tuple(view.vid))
-            else [
-                list(view.vid),
-                list(view.members),
-            ]
-        )
-        return [status, body, known]
+        view = engine.view  # the client's view is stale: tell it the current one
+        fresh = view is None or (vid and tuple(vid) == tuple(view.vid))
+        return [status, body, None if fresh else [list(view.vid), list(view.members)]]
 
     def _plain_call(self, method: str):
         """A user method for plain Pyro5 proxies (`Pyro5.api.Proxy("PYRO:cohort.<group>@host:port")`):
@@ -488,6 +502,7 @@ class Replica:
             "loop_lag_max_s": round(self.loop_lag_max, 3),
             "applied": e.applied if e else 0,
             "digest": digest,
+            "check": e.checks.summary if e else None,  # divergence checks (the last positions)
             "cache_entries": entries,
             "stats": dict(e.stats) if e else {},
             "transfers": list(e.xfer_log) if e else [],
@@ -497,8 +512,9 @@ class Replica:
         }
 
 
-def serve(cls: type, group: str, listen: str, seeds: list[str] | str, **options: Any) -> None:
-    """Run a replica until SIGINT/SIGTERM, then leave the group gracefully."""
+def serve(cls: type, group: str, listen: str, seeds: list[str] | str, **options: Any) -> int:
+    """Run a replica until SIGINT/SIGTERM, then leave the group gracefully; 0, or 3 if it left
+    because its state diverged (on_divergence="stop")."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     replica = Replica(cls, group, listen, seeds, **options).start()
@@ -506,6 +522,7 @@ def serve(cls: type, group: str, listen: str, seeds: list[str] | str, **options:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     log.info("serving %s as %s at %s", cls.__name__, group, listen)
-    while not stop.wait(0.5):
+    while not stop.wait(0.2) and replica.failed is None:
         pass
     replica.stop()
+    return 3 if replica.failed else 0

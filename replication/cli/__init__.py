@@ -95,6 +95,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         "its state, once the core is free)",
     )
     p_serve.add_argument(
+        "--on-divergence",
+        choices=["resync", "stop"],
+        default="resync",
+        help="when this replica's state digest disagrees with the majority's at a check: take a "
+        "fresh state from a majority replica (resync, default) or leave the group and exit with "
+        "status 3 (stop)",
+    )
+    p_serve.add_argument(
+        "--check-every",
+        type=int,
+        default=1000,
+        help="compare state digests every N updates (default 1000; 0: never)",
+    )
+    p_serve.add_argument(
+        "--check-interval",
+        type=float,
+        default=10.0,
+        help="and every S seconds of the updates' agreed time (default 10; 0: never)",
+    )
+    p_serve.add_argument(
+        "--query-guard",
+        choices=["shallow", "digest", "off"],
+        default="shallow",
+        help="how @query methods are checked for changing the state: attribute bindings and "
+        "container sizes (shallow, default), the whole state's digest (digest: slow, for "
+        "debugging), or not at all",
+    )
+    p_serve.add_argument(
         "--secret-file",
         help="group secret (16+ random bytes, the same file on every replica): admit only members "
         "that hold it, encrypt the group's traffic, new key at every view (stack 'secure')",
@@ -193,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts = dict(stack=args.stack, params=_params(args.param) or None, trace_path=args.trace)
         opts["transport"] = args.transport
         opts["busy_limit"] = args.busy_limit
+        opts.update(on_divergence=args.on_divergence, query_guard=args.query_guard)
+        opts.update(
+            check_every=args.check_every or None, check_interval=args.check_interval or None
+        )
         if args.secret_file:
             opts.update(_secret_opts(args.secret_file, args.stack, opts["params"]))
         if args.tls_cert:

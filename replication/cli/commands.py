@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from collections import Counter
 from typing import Any
 
 from cohort.orb.refs import object_id, parse_ref
@@ -34,8 +35,7 @@ def load_class(spec: str) -> type:
 def serve_command(cls_spec: str, group: str, listen: str, seeds: str, **options: Any) -> int:
     from cohort.replication.replica import serve
 
-    serve(load_class(cls_spec), group, listen, seeds or listen, **options)
-    return 0
+    return serve(load_class(cls_spec), group, listen, seeds or listen, **options)
 
 
 def call_command(ref: str, method: str, args: list[str], timeout: float, ns: dict) -> int:
@@ -74,6 +74,7 @@ def status_command(ref: str, ns: dict) -> int:
             continue
         rows.append(st)
         members += [m for m in st.get("members", []) if m not in seen]
+    marks = diverged(rows)
     print(f"group {gref.group!r}")
     head = f"{'replica':<22}{'role':<8}{'view':<26}{'members':>8}{'ready':>7}{'applied':>9}  digest"
     print(head)
@@ -89,7 +90,7 @@ def status_command(ref: str, ns: dict) -> int:
         digest = (r["digest"] or "-")[:12]
         print(
             f"{r['addr']:<22}{role:<8}{vid:<26}{len(r['members']):>8}{str(r['ready']):>7}"
-            f"{r['applied']:>9}  {digest}"
+            f"{r['applied']:>9}  {digest}{marks.get(r['addr'], '')}"
         )
     for r in rows:
         if "error" in r:
@@ -108,7 +109,43 @@ def status_command(ref: str, ns: dict) -> int:
             why.append(f"left the group {r['core_hung']} time(s) with its core busy too long")
         if r.get("core_busy_s", 0) > 1:
             why.append(f"core busy for {r['core_busy_s']:.1f} s")
+        if (r.get("check") or {}).get("diverged"):
+            d = r["check"]["diverged"]  # this replica's own finding (cohort.replication.divergence)
+            why.append(
+                f"diverged at update {d['position']} (methods since {d['since']}: {d['methods']})"
+            )
         for w in filter(None, why):
             print(f"{r['addr']}: {w}")
     up = [r for r in rows if "error" not in r]
-    return 0 if up else 1
+    return 3 if marks else 0 if up else 1
+
+
+def diverged(rows: list[dict]) -> dict[str, str]:
+    """addr -> "  DIVERGED ..." for each replica whose state digest at its latest divergence check
+    disagrees with the majority's at the same position: digests of different positions are never
+    compared. A position counts once a majority of the replicas that answered reported it (each
+    reports its last few); a replica is judged at its latest such position."""
+    up = [r for r in rows if "error" not in r and r.get("check")]
+    at: dict[int, dict[str, str]] = {}  # position -> addr -> digest
+    for r in up:
+        for pos, digest in r["check"]["recent"]:
+            at.setdefault(pos, {})[r["addr"]] = digest
+    need = len(up) // 2 + 1
+    marks = {}
+    for r in up:
+        for pos, digest in reversed(r["check"]["recent"]):
+            reports = at[pos]
+            if len(reports) < need:
+                continue  # the others have not checked this position yet (or forgot it)
+            top, n = Counter(reports.values()).most_common(1)[0]
+            if n < need:
+                marks[r["addr"]] = f"  DIVERGED at update {pos} (no majority agrees)"
+            elif digest != top:
+                marks[r["addr"]] = f"  DIVERGED at update {pos}"
+                mine = r["check"].get("diverged") or {}
+                if mine.get("position") == pos and mine.get("donor") and r.get("ready"):
+                    marks[r["addr"]] += f" (resynced from {mine['donor']} since)"
+            break
+        if r["check"].get("stopped"):
+            marks[r["addr"]] = "  DIVERGED: " + r["check"]["stopped"]
+    return marks
