@@ -67,6 +67,8 @@ from cohort.state import stream
 log = logging.getLogger("cohort.replica")
 
 DIG = 5
+#: the engine's REQ; with a third element, a diverged replica asks its donor (see `_resync`)
+REQ = 12
 POLICIES = ("resync", "stop")
 GUARDS = ("shallow", "digest", "off")
 #: own checks kept for `cohort status` (it compares replicas at the same position)
@@ -126,6 +128,9 @@ class Checker:
         self.undecided: set[int] = set()  # positions reported by everyone with no majority
         self.last_ok: dict[str, int] = {}  # member -> the last position it agreed at
         self.acted: dict[str, int] = {}  # member -> epoch of its last report found diverged
+        #: donor side, per member: the view in which it was found diverged (owed) or asked (REQ)
+        self.owed: dict[str, tuple] = {}
+        self.asked: dict[str, tuple] = {}
         self.epoch = 0  # resyncs this replica started
         self.mine: deque = deque(maxlen=RECENT)  # this replica's own (P, digest), oldest first
         #: (P, member) found diverged, in order (member None: no majority at P)
@@ -266,9 +271,9 @@ class Checker:
             if self.policy.on_divergence == "stop":
                 self._leave(pos)
             else:
-                self._resync(pos)
-        elif donor == me and resync and self.e.ready:
-            self.e._on_request(member, [None, list(self.e.view.vid)])  # serve it a snapshot
+                self._resync(pos, donor)
+        elif donor == me and resync:
+            self._serve_when_asked(member)
 
     def _no_majority(self, pos: int, reports: dict, members: tuple) -> None:
         self.undecided.add(pos)
@@ -289,8 +294,11 @@ class Checker:
             self.diverged = {"position": pos, "since": None, "methods": dict(methods)}
             self.diverged.update(majority=[], donor=None, policy=self.policy.on_divergence)
 
-    def _resync(self, pos: int) -> None:
-        """Serve nothing until the donor's snapshot is installed (`Engine._install`)."""
+    def _resync(self, pos: int, donor: str) -> None:
+        """Serve nothing until the donor's snapshot is installed (`Engine._install`). The donor
+        sends it only once both sides have decided (its REQ and the donor's own verdict): a
+        snapshot that arrived while this replica still served would be ignored, and one cut
+        before the donor's verdict could miss what this replica applied before its own."""
         e = self.e
         self.epoch += 1
         if not e.ready:
@@ -300,6 +308,32 @@ class Checker:
         e.fail_waiters(st.RETRY, f"{e.me} diverged at update {pos}; it is receiving a fresh state")
         e.unsafe.clear()
         e.unsafe_keys.clear()
+        e._send(donor, _pack([REQ, list(e.view.vid), pos]))
+
+    def _serve_when_asked(self, member: str) -> None:
+        vid = tuple(self.e.view.vid)
+        if self.asked.pop(member, None) == vid:
+            self._serve(member)
+        else:
+            self.owed[member] = vid
+
+    def on_request(self, origin: str, msg: list) -> None:
+        """REQ [12, vid, applied] from a replica that found itself diverged (point-to-point);
+        a plain REQ [12, vid] goes on to `Engine._on_request`."""
+        if len(msg) < 3:
+            return self.e._on_request(origin, msg)
+        vid = tuple(msg[1])
+        if self.e.view is None or vid != tuple(self.e.view.vid):
+            return  # asked in an earlier view: the status round of this one serves it
+        if self.owed.pop(origin, None) == vid:
+            self._serve(origin)
+        else:
+            self.asked[origin] = vid
+
+    def _serve(self, member: str) -> None:
+        """The state-transfer path joiners use (a snapshot cut at the end of this tick)."""
+        if self.e.ready:
+            self.e._on_request(member, [REQ, list(self.e.view.vid)])
 
     def _leave(self, pos: int) -> None:
         e = self.e

@@ -15,6 +15,7 @@ Ordered messages (msgpack arrays, cast in total order):
   DIG [5, applied, digest, epoch, resync]   a check's state digest (`replication.divergence`)
 Point-to-point messages: the state transfer of `cohort.replication.transfer` (HDR, CHUNK, ACK, END) and
   REQ [12, vid]   a joiner whose transfer failed its checks asks its donor again
+  REQ [12, vid, applied]   a replica found diverged there asks its donor (`divergence.Checker`)
 
 When a reply is safe (design.md §4 property 10): an invocation is answered once the stack reports it
 `Safe` (delivered and ordered at every member), or once the view it was delivered in has ended and
@@ -108,8 +109,7 @@ class Engine:
         it every call is cast at once. The core reads no clock and no entropy of its own:
         `clock` (transfer reports), `wallclock` (`replication.now()` as the ordering replica
         chose it) and `entropy` (seeds, transfer ids) come from the driver, so a simulator can
-        run it in virtual time. `policy`, `hasher`, `leave`: the divergence checks'
-        (`cohort.replication.divergence.Checker`)."""
+        run it in virtual time. `policy`, `hasher`, `leave`: `divergence.Checker`'s."""
         self.info = class_info(cls)
         self.cls = cls
         self.me = me
@@ -398,7 +398,7 @@ class Engine:
             elif kind == END:
                 self._on_end(origin, msg)
             elif kind == REQ:
-                self._on_request(origin, msg)
+                self.checks.on_request(origin, msg)  # a diverged replica's, or _on_request
         except (TypeError, ValueError, IndexError, KeyError) as e:
             log.error(
                 "%s: malformed state-transfer message from %s dropped: %r", self.me, origin, e

@@ -516,7 +516,9 @@ def serve(cls: type, group: str, listen: str, seeds: list[str] | str, **options:
     """Run a replica until SIGINT/SIGTERM, then leave the group gracefully; 0, or 3 if it left
     because its state diverged (on_divergence="stop")."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
     replica = Replica(cls, group, listen, seeds, **options).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

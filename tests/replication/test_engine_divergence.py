@@ -220,7 +220,9 @@ def test_resync_gives_the_diverged_replica_a_fresh_state_through_the_transfer_pa
     g.deliver()
     assert not g["c"].ready  # diverged at 2: serves nothing until the snapshot is in
     assert waiting.status == st.RETRY  # its client retries elsewhere (same ids)
-    assert ("b", "c", "HDR") in g.sent  # the youngest of the majority donates
+    assert g.sent == [("c", "b", "REQ")]  # it asks the youngest of the majority
+    g.pump()
+    assert ("b", "c", "HDR") in g.sent  # which donates
     late = calls(g, "a", [("add", 1000)], start=2)  # delivered while c waits: buffered
     g.deliver()
     g.pump()
@@ -282,10 +284,40 @@ def test_a_report_made_before_a_resync_is_not_acted_on_again() -> None:
     g.deliver()
     for m in "abc":
         assert g[m].checks.events == [(2, "c")], m
-    assert [k for s, d, k in g.sent if k == "HDR"] == ["HDR"]
     g.pump()
     g.settle()
+    assert [k for s, d, k in g.sent if k in ("REQ", "HDR")] == ["REQ", "HDR"]
     assert g["c"].ready and len(g.digests()) == 1
+
+
+@pytest.mark.parametrize("first", ["donor", "diverged"])
+def test_the_snapshot_leaves_once_both_sides_have_decided(first: str) -> None:
+    """The donor sends only once it has the diverged replica's REQ and its own verdict, in either
+    order: a snapshot arriving while the replica still serves would be ignored, and one cut
+    before the donor's verdict could miss updates the replica applied before its own."""
+    g = Group(Policy(every=2, interval=None)).form(Dice)
+    NOISE[id(g["c"].obj)] = 1
+    calls(g, "a", [("add", 1), ("roll",)])
+    g.deliver("a")  # a reports
+    g.deliver("c", upto=2)  # c applies both and reports (diverged)
+    if first == "donor":
+        g.deliver("b")  # b reports, and decides: it owes c a state, but c has not asked
+        assert g["b"].checks.events == [(2, "c")] and not g.sends
+        g.deliver("c")  # c decides and asks
+        assert [k for _s, _d, k in g.sent] == ["REQ"]
+    else:
+        g.deliver("b", upto=2)  # b reports, but has not delivered the reports yet
+        g.deliver("c")  # c decides and asks first
+        g.pump("b")
+        assert not g.sends and not g["b"].checks.events  # b keeps the request until its verdict
+        g.deliver("b")
+    g.pump()
+    later = calls(g, "a", [("add", 100)], start=3)
+    g.settle()
+    g.pump()
+    g.settle()
+    assert g["c"].ready and g["c"].obj.total == g["a"].obj.total == 102
+    assert [k for _s, _d, k in g.sent if k == "HDR"] == ["HDR"] and later[0].value == 102
 
 
 def test_a_late_report_that_disagrees_is_flagged_when_it_arrives() -> None:
