@@ -75,9 +75,14 @@ GUARDS = ("shallow", "digest", "off")
 RECENT = 8
 #: positions whose reports (and method windows) are kept
 KEEP = 64
+#: cuts handed to the hasher and not yet back, at most: past it a due position is skipped here
+#: (each cut holds a copy of the state's containers; a hasher that falls behind must not pile
+#: them up). A skipped position is not reported by this replica: never a false alarm.
+PENDING = 2
 _pack = msgpack.Packer(use_bin_type=True).pack
-#: hasher(frozen, done): hash `frozen` (off the core if it can) and call done(digest) on the core
-Hasher = Callable[[Any, Callable[[str], None]], None]
+#: hasher(frozen, done): hash `frozen` (off the core if it can), then call done(digest) on the
+#: core, or done(None) if hashing failed
+Hasher = Callable[[Any, Callable[[str | None], None]], None]
 
 __all__ = ["DIG", "Policy", "Checker", "OffCoreHasher", "POLICIES", "GUARDS"]
 
@@ -132,6 +137,8 @@ class Checker:
         self.owed: dict[str, tuple] = {}
         self.asked: dict[str, tuple] = {}
         self.epoch = 0  # resyncs this replica started
+        self.pending = 0  # cuts at the hasher
+        self.skipped = 0  # due positions skipped because the hasher was behind
         self.mine: deque = deque(maxlen=RECENT)  # this replica's own (P, digest), oldest first
         #: (P, member) found diverged, in order (member None: no majority at P)
         self.events: list[tuple[int, str | None]] = []
@@ -157,6 +164,9 @@ class Checker:
 
     def _cut(self, pos: int) -> None:
         e = self.e
+        if self.pending >= PENDING:
+            self.skipped += 1
+            return
         obj = e.obj
         try:
             state = obj.get_state() if hasattr(obj, "get_state") else obj.__dict__
@@ -167,12 +177,15 @@ class Checker:
         self.windows[pos], self.methods = self.methods, Counter()
         _trim(self.windows)
         epoch = self.epoch
+        self.pending += 1
         self.hasher(frozen, lambda digest: self.on_digest(pos, epoch, digest))
 
-    def on_digest(self, pos: int, epoch: int, digest: str) -> None:
-        """The digest of the cut at `pos` (on the core): record it and report it in order."""
+    def on_digest(self, pos: int, epoch: int, digest: str | None) -> None:
+        """The digest of the cut at `pos` (on the core; None: hashing failed): record it and
+        report it in order."""
         e = self.e
-        if epoch != self.epoch or not e.ready or e.view is None or not e.view.primary:
+        self.pending -= 1
+        if digest is None or epoch != self.epoch or not e.ready or not (e.view and e.view.primary):
             return  # cut before a resync, or nothing to report to: the position goes unchecked
         self.mine.append((pos, digest))
         self._summarize()
@@ -362,6 +375,7 @@ class Checker:
             "recent": [list(x) for x in self.mine],
             "diverged": self.diverged,
             "resyncs": self.epoch,
+            "skipped": self.skipped,
             "peers_diverged": sorted({m for _p, m in self.events[-RECENT:] if m}),
             "stopped": self.stopped,
         }
@@ -435,12 +449,13 @@ class OffCoreHasher:
         self.post = post
         self._pool = ThreadPoolExecutor(1, name, initializer=_lower, initargs=(nice,))
 
-    def __call__(self, frozen: Any, done: Callable[[str], None]) -> None:
+    def __call__(self, frozen: Any, done: Callable[[str | None], None]) -> None:
         def finished(fut: Any) -> None:
+            if fut.cancelled():
+                return  # the replica is shutting down
             if fut.exception() is not None:
                 log.error("divergence check: hashing failed: %r", fut.exception())
-            else:
-                self.post(done, fut.result())
+            self.post(done, None if fut.exception() is not None else fut.result())
 
         self._pool.submit(self.memo.digest, frozen).add_done_callback(finished)
 

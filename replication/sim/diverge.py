@@ -51,7 +51,7 @@ def driver(core: Core) -> dict[str, Any]:
 def hasher(core: Core) -> Hasher:
     memo = LeafDigests()
 
-    def hash_later(frozen: Any, done: Callable[[str], None]) -> None:
+    def hash_later(frozen: Any, done: Callable[[str | None], None]) -> None:
         w = core.world
 
         def finished() -> None:

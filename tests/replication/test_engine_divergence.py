@@ -185,6 +185,25 @@ def test_reports_of_different_positions_are_never_compared() -> None:
     assert all(sorted(g[m].checks.agreed) == [2, 4] for m in "abc")
 
 
+def test_a_hasher_that_falls_behind_makes_positions_go_unchecked_here_not_false_alarms() -> None:
+    g = Group(Policy(every=1, interval=None))
+    slow = Deferred()
+    g.hashers["c"] = slow
+    g.form(Dice)
+    calls(g, "a", [("add", 1)] * 4)
+    g.settle()
+    assert len(slow.pending) == 2 and g["c"].checks.skipped == 2  # cuts 3 and 4: not taken
+    slow.run()
+    g.settle()
+    assert [p for p, _d in g["c"].checks.mine] == [1, 2]
+    assert not any(g[m].checks.events for m in "abc")
+    calls(g, "a", [("add", 1)], start=5)
+    g.settle()
+    slow.run()
+    g.settle()
+    assert [p for p, _d in g["c"].checks.mine] == [1, 2, 5] and g["c"].checks.pending == 0
+
+
 # --- a mismatch ----------------------------------------------------------------------------------
 
 
