@@ -130,7 +130,7 @@ class Checker:
         self.windows: dict[int, Counter] = {}  # P -> methods applied since the cut before P
         self.reports: dict[int, dict[str, tuple]] = {}  # P -> member -> (digest, epoch, resync)
         self.agreed: dict[int, str] = {}  # P -> the majority's digest
-        self.undecided: set[int] = set()  # positions reported by everyone with no majority
+        self.undecided: dict[int, bool] = {}  # positions reported by everyone, no majority
         self.last_ok: dict[str, int] = {}  # member -> the last position it agreed at
         self.acted: dict[str, int] = {}  # member -> epoch of its last report found diverged
         #: donor side, per member: the view in which it was found diverged (owed) or asked (REQ)
@@ -140,7 +140,7 @@ class Checker:
         self.pending = 0  # cuts at the hasher
         self.skipped = 0  # due positions skipped because the hasher was behind
         self.mine: deque = deque(maxlen=RECENT)  # this replica's own (P, digest), oldest first
-        #: (P, member) found diverged, in order (member None: no majority at P)
+        #: (P, member) found diverged, in order (member None: no majority at P); the last ones
         self.events: list[tuple[int, str | None]] = []
         self.diverged: dict | None = None  # this replica's last divergence
         self.stopped: str | None = None
@@ -247,7 +247,7 @@ class Checker:
         if epoch <= self.acted.get(member, -1):
             return  # a report made before the resync it is already getting
         self.acted[member] = epoch
-        self.events.append((pos, member))
+        self._event(pos, member)
         agreed = self.agreed[pos]
         majority = [m for m in members if m in reports and reports[m][0] == agreed]
         donor = majority[-1]  # the youngest: the coordinator keeps its time for calls
@@ -288,9 +288,15 @@ class Checker:
         elif donor == me and resync:
             self._serve_when_asked(member)
 
+    def _event(self, pos: int, member: str | None) -> None:
+        self.events.append((pos, member))
+        if len(self.events) > 2 * KEEP:
+            del self.events[:KEEP]
+
     def _no_majority(self, pos: int, reports: dict, members: tuple) -> None:
-        self.undecided.add(pos)
-        self.events.append((pos, None))
+        self.undecided[pos] = True
+        _trim(self.undecided)
+        self._event(pos, None)
         sides: dict[str, list[str]] = {}
         for m in members:
             sides.setdefault(str(reports[m][0])[:16], []).append(m)
@@ -385,11 +391,11 @@ class Checker:
     def guard(self, method: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         """`fn` (a bound method), raising ReplicationError if it is a query and changed the
         state; updates are returned as they are."""
+        if self.e.info.methods[method].kind == "update":
+            return fn
         mode = self.policy.query_guard
         obj = self.e.obj
         if mode == "off" or (mode == "shallow" and not hasattr(obj, "__dict__")):
-            return fn
-        if self.e.info.methods[method].kind == "update":
             return fn
 
         def guarded(*args: Any, **kwargs: Any) -> Any:

@@ -441,3 +441,18 @@ def test_the_guard_raises_replication_error_in_process() -> None:
     with pytest.raises(ReplicationError, match="Dice.poke"):
         fn()
     assert g["a"].checks.guard("add", g["a"].obj.add) == g["a"].obj.add  # updates: untouched
+
+
+def test_replica_options_are_checked_when_it_is_made() -> None:
+    from cohort.replication.replica import Replica
+
+    for bad in (
+        dict(on_divergence="ignore"),
+        dict(query_guard="strict"),
+        dict(check_every=0),
+        dict(check_interval=0.0),
+    ):
+        with pytest.raises(ValueError):
+            Replica(Dice, "g", "127.0.0.1:1", [], **bad)
+    r = Replica(Dice, "g", "127.0.0.1:1", [], on_divergence="stop", check_every=None)
+    assert r.checks == Policy(every=None, interval=10.0, on_divergence="stop")
