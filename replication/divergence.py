@@ -21,7 +21,9 @@ which a bytes value of 64 KiB or more that did not change since the last check i
 again: a 100 MiB state of large values costs its small parts per check.
 
 Reports, in total order:  DIG [5, P, digest, epoch, resync]
-`epoch` counts the resyncs the reporter started (a report made before one is not acted on again);
+`epoch` [first view id..., n]: the reporter's first view (which names this incarnation of it: a
+restarted process starts again from 0) and the resyncs it started since (a report made before one
+is not acted on again);
 `resync` says whether it will wait for a fresh state (on_divergence="resync") or leave ("stop").
 Every member records the reports of its view's members. Once a majority of the view reports the
 same digest for P, that digest is P's, and every member whose report for P differs (then or
@@ -132,7 +134,8 @@ class Checker:
         self.agreed: dict[int, str] = {}  # P -> the majority's digest
         self.undecided: dict[int, bool] = {}  # positions reported by everyone, no majority
         self.last_ok: dict[str, int] = {}  # member -> the last position it agreed at
-        self.acted: dict[str, int] = {}  # member -> epoch of its last report found diverged
+        #: member -> (incarnation, resyncs) of its last report found diverged
+        self.acted: dict[str, tuple] = {}
         #: donor side, per member: the view in which it was found diverged (owed) or asked (REQ)
         self.owed: dict[str, tuple] = {}
         self.asked: dict[str, tuple] = {}
@@ -190,7 +193,7 @@ class Checker:
         self.mine.append((pos, digest))
         self._summarize()
         resync = self.policy.on_divergence == "resync"
-        e._cast(_pack([DIG, pos, digest, epoch, resync]))
+        e._cast(_pack([DIG, pos, digest, [*e.views[0], epoch], resync]))
 
     def on_install(self) -> None:
         """A snapshot replaced the state: the previous update's time is not known here."""
@@ -205,6 +208,7 @@ class Checker:
             return
         try:
             _, pos, digest, epoch, resync = msg
+            epoch = (tuple(epoch[:-1]), int(epoch[-1]))
             reports = self.reports.setdefault(int(pos), {})
         except (TypeError, ValueError):
             log.error("%s: malformed divergence report from %s dropped", self.e.me, origin)
@@ -243,10 +247,11 @@ class Checker:
         return since, methods
 
     def _diverged(self, pos: int, member: str, reports: dict, members: tuple) -> None:
-        digest, epoch, resync = reports[member]
-        if epoch <= self.acted.get(member, -1):
+        digest, (incarnation, epoch), resync = reports[member]
+        last = self.acted.get(member)
+        if last is not None and last[0] == incarnation and epoch <= last[1]:
             return  # a report made before the resync it is already getting
-        self.acted[member] = epoch
+        self.acted[member] = (incarnation, epoch)
         self._event(pos, member)
         agreed = self.agreed[pos]
         majority = [m for m in members if m in reports and reports[m][0] == agreed]

@@ -103,8 +103,8 @@ WRONG_POSITION = EngineMutant(
     "on_digest",
     (
         (
-            "_pack([DIG, pos, digest, epoch, resync])",
-            "_pack([DIG, e.applied, digest, epoch, resync])",
+            "_pack([DIG, pos, digest, [*e.views[0], epoch], resync])",
+            "_pack([DIG, e.applied, digest, [*e.views[0], epoch], resync])",
         ),
     ),
     owner=Checker,

@@ -339,6 +339,30 @@ def test_the_snapshot_leaves_once_both_sides_have_decided(first: str) -> None:
     assert [k for _s, _d, k in g.sent if k == "HDR"] == ["HDR"] and later[0].value == 102
 
 
+def test_a_restarted_replica_that_diverges_again_is_found_again() -> None:
+    """Its resync count starts again from 0 in a new process: reports name the incarnation (its
+    first view), so they are not taken for reports from before its earlier resync."""
+    g = Group(Policy(every=2, interval=None)).form(Dice)
+    NOISE[id(g["c"].obj)] = 1
+    calls(g, "a", [("roll",), ("add", 1)])
+    g.settle()
+    g.pump()
+    g.settle()
+    assert g["c"].ready and g["a"].checks.events == [(2, "c")]
+    g.install(("a", "b"))  # c stops; a new process at the same address joins
+    admit(g, "c", Dice)
+    g.pump()
+    g.settle()
+    assert g["c"].ready and g["c"].checks.epoch == 0
+    NOISE[id(g["c"].obj)] = 1
+    calls(g, "a", [("roll",), ("add", 1)], start=3)
+    g.settle()
+    assert g["a"].checks.events == [(2, "c"), (4, "c")]
+    g.pump()
+    g.settle()
+    assert g["c"].ready and len(g.digests()) == 1
+
+
 def test_a_late_report_that_disagrees_is_flagged_when_it_arrives() -> None:
     g = Group(Policy(every=2, interval=None))
     slow = Deferred()
