@@ -12,8 +12,10 @@ Ordered messages (msgpack arrays, cast in total order):
   BATCH [3, [INV or QRY, ...]]   the calls a replica received in one event-loop tick, one cast
                                  (one pass through the stack for many calls; they share a position)
   STATUS [4, vid, held, seen, applied, ready]   each member's, at the install of a primary view
+  DIG [5, applied, digest, epoch, resync]   a check's state digest (`replication.divergence`)
 Point-to-point messages: the state transfer of `cohort.replication.transfer` (HDR, CHUNK, ACK, END) and
   REQ [12, vid]   a joiner whose transfer failed its checks asks its donor again
+  REQ [12, vid, applied]   a replica found diverged there asks its donor (`divergence.Checker`)
 
 When a reply is safe (docs/guarantees.md, V5 and R-lost): an invocation is answered once the stack reports it
 `Safe` (delivered and ordered at every member), or once the view it was delivered in has ended and
@@ -48,6 +50,7 @@ from cohort.orb import errors as st
 from cohort.replication.api import class_info, run_in_context
 from cohort.replication.cache import ReplyCache
 from cohort.replication.custody import FORMING, READY
+from cohort.replication.divergence import DIG, Checker, Hasher, Policy
 from cohort.replication.messages import ACK, BATCH, CHUNK, END, HDR, INV, PUPD, QRY, REQ, STATUS
 from cohort.replication.state_transfer import StateTransfer
 from cohort.replication.status_round import StatusRound
@@ -111,13 +114,16 @@ class Engine(StatusRound, StateTransfer):
         full_tracebacks: bool = False,
         max_message: int | None = None,
         on_fatal: Callable[[str, str], None] | None = None,
+        policy: Policy | None = None,
+        hasher: Hasher | None = None,
+        leave: Callable[[str], None] | None = None,
     ) -> None:
         """`schedule(fn)` runs `fn` once the driver has handled the current batch of input (the
         end of an event-loop tick): calls submitted meanwhile leave as one BATCH cast. Without
         it every call is cast at once. The core reads no clock and no entropy of its own:
         `clock` (transfer reports), `wallclock` (`replication.now()` as the ordering replica
         chose it) and `entropy` (seeds, transfer ids) come from the driver, so a simulator can
-        run it in virtual time."""
+        run it in virtual time. `policy`, `hasher`, `leave`: `divergence.Checker`'s."""
         self.info = class_info(cls)
         #: tracebacks of user exceptions as clients see them: by default file names without
         #: directories (the reply cache holds them, and must hash alike at every replica)
@@ -183,6 +189,7 @@ class Engine(StatusRound, StateTransfer):
         self.version = 0  # counts changes of the replicated state, for the digest cache
         self._digest: tuple[int, str] | None = None
         self.stats = {"executed": 0, "duplicates": 0, "queries": 0, "stale": 0}
+        self.checks = Checker(self, policy or Policy(), hasher, leave)
 
     # --- client side -----------------------------------------------------------------------------
 
@@ -358,6 +365,8 @@ class Engine(StatusRound, StateTransfer):
         except Exception:
             log.error("%s: undecodable ordered message from %s dropped", self.me, origin)
             return
+        if msg[0] == DIG:
+            return self.checks.on_report(origin, msg)
         if msg[0] == STATUS:
             self._on_status(origin, pos, msg)
             if not self.ready and self.complete is not None and self.pos >= self.complete[2]:
@@ -440,7 +449,7 @@ class Engine(StatusRound, StateTransfer):
             elif kind == END:
                 self._on_end(origin, msg)
             elif kind == REQ:
-                self._on_request(origin, msg)
+                self.checks.on_request(origin, msg)  # a diverged replica's, or _on_request
         except (TypeError, ValueError, IndexError, KeyError) as e:
             log.error(
                 "%s: malformed state-transfer message from %s dropped: %r", self.me, origin, e
@@ -473,6 +482,7 @@ class Engine(StatusRound, StateTransfer):
                 self.stats["executed"] += 1
                 self.applied += 1
                 self.cache.store(cid, rid, self._run(method, payload, now, seed))
+                self.checks.on_update(method, now)
             self._settle(key, pos, current)
         elif kind == QRY:
             _, cid, rid, method, payload, now, seed = msg
@@ -500,7 +510,8 @@ class Engine(StatusRound, StateTransfer):
         self.version += 1
         try:
             args, kwargs = codec.loads(payload)
-            result = run_in_context(now, seed, getattr(self.obj, method), *args, **kwargs)
+            fn = self.checks.guard(method, getattr(self.obj, method))  # queries: no changes
+            result = run_in_context(now, seed, fn, *args, **kwargs)
         except Exception as e:
             tb = (
                 traceback.format_exc(limit=-4)

@@ -26,13 +26,14 @@ from cohort.orb.refs import DESCRIBE, INVOKE, STATUS, GroupRef, object_id, regis
 from cohort.orb.wire import WireServer
 from cohort.replication.api import ReplicationError, class_info
 from cohort.replication.core_thread import CoreThread
+from cohort.replication.divergence import OffCoreHasher, Policy
 from cohort.replication.engine import Engine
 from cohort.replication.plain import plain_methods
+from cohort.replication.status import replica_status
 from cohort.stack.events import Block, Deliver, DeliverSend, Exit, Safe
 from cohort.stack.events import View as ViewEv
 from cohort.stack.transport import Group, JoinRefused, JoinTimeout, tcp_handlers
 from cohort.stack.transport import join as join_group
-from cohort.state import stream
 
 from cohort.net import parse_addr
 
@@ -55,6 +56,8 @@ class Replica:
     input (a method, a snapshot, a state install) may keep the core busy before the replica
     counts as hung and leaves (it rejoins with its state when free; docs/replication.md).
     `server_limits`: what the client port accepts (`cohort.orb.limits.ServerLimits`, defaults if None).
+    Divergence checks (`cohort.replication.divergence`): `check_every` (updates), `check_interval`
+    (s), `on_divergence` ("resync"/"stop": `failed` says why it left), `query_guard`.
     """
 
     def __init__(
@@ -79,6 +82,10 @@ class Replica:
         busy_limit: float = 5.0,
         server_limits: ServerLimits | None = None,
         full_tracebacks: bool = False,
+        on_divergence: str = "resync",
+        check_every: int | None = 1000,
+        check_interval: float | None = 10.0,
+        query_guard: str = "shallow",
     ) -> None:
         class_info(cls)  # fail now, not in the loop thread
         parse_addr(listen)
@@ -104,6 +111,9 @@ class Replica:
             raise ValueError(f"busy_limit must be positive seconds, got {busy_limit!r}")
         self.busy_limit = busy_limit
         self.server_limits = server_limits
+        self.checks = Policy(check_every, check_interval, on_divergence, query_guard)
+        self.failed: str | None = None  # why the replica stopped (on_divergence="stop")
+        self.hasher: OffCoreHasher | None = None
         self.core: CoreThread | None = None
         self.hung = 0  # times the core was busy beyond busy_limit
         self.loop_lag_max = 0.0  # seconds: the longest the loop was late for a timer
@@ -208,6 +218,8 @@ class Replica:
         loop.close()
         if self.core is not None:
             self.core.stop()
+        if self.hasher is not None:
+            self.hasher.close()
 
     async def _boot(self) -> None:
         host, port = parse_addr(self.listen)
@@ -218,6 +230,7 @@ class Replica:
         self._server.raw_handlers.update(tcp_handlers(self.listen))
         await self._server.start(host, port, ssl=self.ssl_context)
         self.core = CoreThread(f"replica-core-{self.listen}", nice=CORE_NICE)
+        self.hasher = OffCoreHasher(f"replica-digest-{self.listen}", self.core.post, CORE_NICE)
         await self._join()
         self._spawn(self._watch_quorum())
         self._spawn(self._watch_core())
@@ -279,10 +292,18 @@ class Replica:
                 full_tracebacks=self.full_tracebacks,
                 max_message=group.max_message,
                 on_fatal=lambda kind, why: loop.call_soon_threadsafe(self._fatal, kind, why),
+                policy=self.checks,
+                hasher=self.hasher,
+                leave=lambda why: loop.call_soon_threadsafe(self._leave_diverged, why),
             )
         else:  # a rejoin: same core, same kept state (custody)
             core.post(self.engine.reattach, cast, send)
         self._spawn(self._pump(group, self.engine))
+
+    def _leave_diverged(self, reason: str) -> None:  # on_divergence="stop": leave for good
+        self.failed, self.rejoin = reason, False
+        if self.group is not None and self.group.ep.alive:
+            self._spawn(self.group.leave(timeout=3.0))
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -430,16 +451,9 @@ class Replica:
                 engine.submit, cid, rid, method, payload, done, bool(local), reply_from_core
             )
         status, body = await fut
-        view = engine.view
-        known = (
-            None
-            if view is None or (vid and tuple(vid) == tuple(view.vid))
-            else [
-                list(view.vid),
-                list(view.members),
-            ]
-        )
-        return [status, body, known]
+        view = engine.view  # the client's view is stale: tell it the current one
+        fresh = view is None or (vid and tuple(vid) == tuple(view.vid))
+        return [status, body, None if fresh else [list(view.vid), list(view.members)]]
 
     def _describe(self) -> dict:
         view = self.engine.view if self.engine else None
@@ -452,72 +466,24 @@ class Replica:
         }
 
     async def _status(self, with_digest: bool = False) -> dict:
-        """Read on the loop (plain attribute reads), so a busy core does not delay it. The state
-        digest only when asked (`cohort status` and convergence checks ask; polls for readiness
-        do not: hashing a 100 MiB state on every poll took the CPU the others' calls needed); it is
-        hashed off the core and the loop, or reported as None if the core is busy."""
-        e = self.engine
-        view = e.view if e else None
-        cut_off = self._cut_off()
-        digest, entries = None, None
-        if e is not None and self.core is not None:
-            try:
-                want = bool(with_digest) and e.ready
-                fut = self.core.call(lambda: (e.digest_source() if want else None, len(e.cache)))
-                source, entries = await asyncio.wait_for(asyncio.wrap_future(fut), 2.0)
-                if isinstance(source, tuple):  # hash the frozen copy off the core and the loop
-                    version, frozen = source
-                    pending = self._digesting
-                    if pending is None or pending[0] is not e or pending[1] != version:
-                        loop = asyncio.get_running_loop()
-                        task = loop.run_in_executor(None, stream.digest, frozen)
-                        self._digesting = pending = (e, version, task)
-                    digest = await asyncio.shield(pending[2])
-                    self.core.post(e.remember_digest, version, digest)
-                else:
-                    digest = source
-            except asyncio.TimeoutError:
-                pass
-        return {
-            "addr": self.listen,
-            "group": self.group_name,
-            "running": True,
-            "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
-            "style": class_info(self.cls).style,
-            "stack": self.stack,
-            "vid": list(view.vid) if view else None,
-            "members": list(view.members) if view else [],
-            "primary": bool(view and view.primary) and cut_off is None,
-            "cut_off": cut_off,
-            "ready": bool(e and e.ready),
-            "custody": bool(e and not e.ready and e.obj is not None),
-            "unavailable": e.unavailable if e else None,
-            "held_vid": list(e.held_vid) if e and e.held_vid else None,
-            "core_busy_s": round(self.core.busy_for(), 3) if self.core else 0.0,
-            "core_hung": self.hung,
-            "loop_lag_max_s": round(self.loop_lag_max, 3),
-            "applied": e.applied if e else 0,
-            "digest": digest,
-            "cache_entries": entries,
-            "stats": dict(e.stats) if e else {},
-            "transfers": list(e.xfer_log) if e else [],
-            "views": [[list(v), list(m)] for v, m in self.view_history],
-            "counters": dict(self.group.ep.counters) if self.group else {},
-            "orb": dict(self._server.counters) if self._server else {},
-        }
+        return await replica_status(self, with_digest)
 
 
-def serve(cls: type, group: str, listen: str, seeds: list[str] | str, **options: Any) -> None:
-    """Run a replica until SIGINT/SIGTERM, then leave the group gracefully."""
+def serve(cls: type, group: str, listen: str, seeds: list[str] | str, **options: Any) -> int:
+    """Run a replica until SIGINT/SIGTERM, then leave the group gracefully; 0, or 3 if it left
+    because its state diverged (on_divergence="stop")."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
     replica = Replica(cls, group, listen, seeds, **options).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     log.info("serving %s as %s at %s", cls.__name__, group, listen)
-    while not stop.wait(0.5):
+    while not stop.wait(0.2) and replica.failed is None:
         if replica._fatal_event.is_set():  # it stopped itself: say why, exit non-zero
             replica.stop()
             raise replica._error or ReplicationError("the replica stopped")
     replica.stop()
+    return 3 if replica.failed else 0

@@ -172,6 +172,7 @@ class StateTransfer:
             )
         self.obj = obj  # the custodial state, if any, is replaced only now
         self.version += 1
+        self.checks.on_install()
         self.cache = ReplyCache.load(cache)
         self.applied = applied
         self.passive_pending = OrderedDict(((m[1], m[2]), m) for m in pending)

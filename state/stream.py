@@ -40,7 +40,8 @@ from typing import Any
 from cohort.state import codec
 from cohort.state.snapshot import CHUNK_SIZE, SnapshotError
 
-__all__ = ["freeze", "digest", "SnapshotWriter", "SnapshotReader", "BATCH_BYTES", "OPEN_LEN"]
+__all__ = ["freeze", "digest", "LeafDigests", "SnapshotWriter", "SnapshotReader"]
+__all__ += ["BATCH_BYTES", "OPEN_LEN"]
 
 OPEN_MAP, OPEN_LIST, ITEMS, ELEMS, KEY, VALUE, CLOSE = range(7)
 
@@ -216,6 +217,43 @@ def digest(value: Any) -> str:
     for record in SnapshotWriter(value)._records(value, codec.packer()):
         h.update(record)
     return h.hexdigest()[:32]
+
+
+class LeafDigests:
+    """Digests of one state taken again and again (divergence checks), each costing what changed.
+
+    `digest(frozen)` hashes the record stream of `digest()` with every bytes leaf of at least
+    `BIG_LEAF` bytes replaced by its own SHA-256, which is remembered by the leaf's identity:
+    `freeze` shares immutable leaves, so a value that did not change between two checks is the
+    same object in both copies and is not hashed again. The result depends only on the value
+    (equal values, equal digests, on any replica) but differs from `digest()`'s. What it keeps:
+    a reference to each big leaf of the last digested value (so that identities stay valid; the
+    live state usually holds them anyway). Not thread-safe: one hashing thread per instance.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[int, tuple[bytes, bytes]] = {}
+        #: bytes hashed by the last `digest` call (big leaves not remembered, plus the rest)
+        self.hashed = 0
+
+    def digest(self, value: Any) -> str:
+        h = _hasher()
+        last, seen = self._last, {}
+        hashed = 0
+        for record in SnapshotWriter(value)._records(value, codec.packer()):
+            if type(record) is memoryview:  # a big bytes leaf, yielded without a copy
+                leaf = record.obj
+                hit = last.get(id(leaf)) or seen.get(id(leaf))
+                if hit is None or hit[0] is not leaf:
+                    hit = (leaf, hashlib.sha256(leaf).digest())
+                    hashed += len(leaf)
+                seen[id(leaf)] = hit
+                h.update(hit[1])
+            else:
+                hashed += len(record)
+                h.update(record)
+        self._last, self.hashed = seen, hashed
+        return h.hexdigest()[:32]
 
 
 class SnapshotReader:

@@ -70,6 +70,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         "its state, once the core is free)",
     )
     p.add_argument(
+        "--on-divergence",
+        choices=["resync", "stop"],
+        default="resync",
+        help="when this replica's state digest disagrees with the majority's at a check: take a "
+        "fresh state from a majority replica (resync, default) or leave the group and exit with "
+        "status 3 (stop)",
+    )
+    p.add_argument(
+        "--check-every",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="compare state digests every N updates (default 1000; 0: never)",
+    )
+    p.add_argument(
+        "--check-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="and every SECONDS of the updates' agreed time (default 10; 0: never)",
+    )
+    p.add_argument(
+        "--query-guard",
+        choices=["shallow", "digest", "off"],
+        default="shallow",
+        help="how @query methods are checked for changing the state: attribute bindings and "
+        "container sizes (shallow, default), the whole state's digest (digest: slow, for "
+        "debugging), or not at all",
+    )
+    p.add_argument(
         "--secret-file",
         help="group secret (16+ random bytes, the same file on every replica): admit only members "
         "that hold it, encrypt the group's traffic, new key at every view (stack 'secure')",
@@ -134,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     opts: dict[str, Any] = dict(stack=args.stack, params=parse_params(args.param) or None)
     opts.update(trace_path=args.trace, transport=args.transport, busy_limit=args.busy_limit)
     opts["full_tracebacks"] = args.full_tracebacks
+    opts.update(on_divergence=args.on_divergence, query_guard=args.query_guard)
+    opts.update(check_every=args.check_every or None, check_interval=args.check_interval or None)
     opts["args"] = tuple(_json_arg(a) for a in args.arg)
     if args.kwargs:
         try:
@@ -153,5 +185,4 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.ns or args.ns_host or args.ns_port:
         opts.update(ns_host=args.ns_host or "localhost", ns_port=args.ns_port)
-    serve(cls, args.group, args.listen, args.seeds or args.listen, **opts)
-    return 0
+    return serve(cls, args.group, args.listen, args.seeds or args.listen, **opts)

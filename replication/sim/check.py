@@ -14,6 +14,9 @@ raises `ReplicaPropertyError` with the seed, the replay command and the fault no
 - R-lost    every acknowledged update (the client got OK) is in every live ready replica's state
 - R-once    every update ran at most once at each live ready replica (`Bulk.counts`)
 - R-equal   every live ready replica's `state_digest()` is the same
+- R-diverge in a run whose replicas were never corrupted (`diverge.corrupt`), no divergence check
+            found a replica diverged or a position without a majority: digests of one position
+            taken at the cut agree (no false positive, however late each was hashed)
 (R-lost, R-once, R-equal judge the live ready replicas of the final view of a settled run, see
 `_ready`.)
 """
@@ -149,7 +152,26 @@ def check_equal(world: ReplicaWorld) -> list[Violation]:
     return [Violation("R-equal", f"ready replicas differ: {groups}")]
 
 
-CHECKS = (check_error, check_custody, check_ready, check_lost, check_once, check_equal)
+def check_diverge(world: ReplicaWorld) -> list[Violation]:
+    if world.corrupted:
+        return []  # found and repaired is what R-equal judges at the end
+    out = []
+    for a, c in world.cores.items():
+        for pos, member in c.engine.checks.events:
+            what = f"{member} found diverged" if member else "no majority"
+            out.append(Violation("R-diverge", f"update {pos}: {what} with no corruption", (a,)))
+    return out
+
+
+CHECKS = (
+    check_error,
+    check_custody,
+    check_ready,
+    check_lost,
+    check_once,
+    check_equal,
+    check_diverge,
+)
 
 
 def check(world: ReplicaWorld) -> list[Violation]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import random
 
 from cohort.orb import errors as st
+from cohort.replication.sim.diverge import corrupt
 from cohort.replication.sim.world import Cost, ReplicaWorld
 from cohort.stack.sim import Net
 
-__all__ = ["form", "fill", "cascade", "random_world"]
+__all__ = ["form", "fill", "cascade", "random_world", "diverge_world"]
 
 
 def form(world: ReplicaWorld, within: float = 5.0) -> None:
@@ -112,6 +113,35 @@ def random_world(seed: int, core: str = "thread", members: int = 3, mib: int = 0
         addr = f"m{members + j}"
         world.at(t0 + rng.uniform(0.1, horizon), lambda a=addr: world.join(a))
     quiet = t0 + horizon + 1.6
+    world.at(quiet, lambda: setattr(world.sim.net, "loss", 0.0))
+    world.run(quiet)
+    world.settle(within=20.0)
+    return world
+
+
+def diverge_world(seed: int, members: int = 3) -> ReplicaWorld:
+    """One replica's state is corrupted behind the order's back (a nondeterministic method) while
+    clients update; loss, reordering and a pause of another member on the way. The checks must
+    find it and the resync repair it: R-equal at the end."""
+    rng = random.Random(seed * 7_919 + members)
+    net = Net(loss=rng.choice([0.0, 0.01, 0.05]), reorder=rng.choice([0.0, 0.05]))
+    replay = f"cohort.replication.sim.scenario.diverge_world({seed}, {members})"
+    world = ReplicaWorld(seed, members, net=net, replay=replay)
+    saved, world.sim.net = world.sim.net, Net()
+    form(world)
+    world.sim.net = saved
+    t0 = world.sim.now
+    names = list(world.cores)
+    for i in range(2):
+        world.add_client(f"c{i}".encode(), 30, t0 + rng.uniform(0, 0.2), think=0.05)
+    victim = rng.choice(names)
+    world.at(t0 + rng.uniform(0.1, 0.8), lambda: corrupt(world, victim))
+    if rng.random() < 0.5:
+        other = rng.choice([m for m in names if m != victim])
+        t = t0 + rng.uniform(0.1, 1.0)
+        world.at(t, lambda: world.pause(other))
+        world.at(t + rng.uniform(0.2, 1.0), lambda: world.resume(other))
+    quiet = t0 + 2.5
     world.at(quiet, lambda: setattr(world.sim.net, "loss", 0.0))
     world.run(quiet)
     world.settle(within=20.0)

@@ -34,6 +34,7 @@ Theory of operation:
   on NO_QUORUM, RETRY or no answer within `timeout` it retries the same (cid, rid) at the next
   replica. Every OK is recorded in `world.acks`: what the checker (`cohort.replication.sim.check`)
   requires every surviving replica to reflect.
+- Divergence checks, their hashing off the core, and state corruption: `cohort.replication.sim.diverge`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from typing import Any
 
 from cohort.orb import errors as st
 from cohort.replication.engine import Engine
+from cohort.replication.sim import diverge
 from cohort.replication.sim.model import Bulk
 from cohort.stack.events import Deliver, DeliverSend, Exit, Safe
 from cohort.stack.events import View as ViewEv
@@ -130,6 +132,7 @@ class Core:
             clock=world.now,
             wallclock=world.now,
             entropy=world.entropy,
+            **diverge.driver(self),
         )
         self.engine.cost = world.cost
 
@@ -327,6 +330,7 @@ class ReplicaWorld:
         params: dict | None = None,
         net: Net | None = None,
         replay: str = "",
+        checks: diverge.Policy = diverge.CHECKS,
     ) -> None:
         assert core in ("thread", "loop"), core
         self.seed = seed
@@ -335,6 +339,7 @@ class ReplicaWorld:
         self.core = core
         self.cost = cost or Cost()
         self.replay = replay
+        diverge.setup(self, checks)  # .checks, .hash_rng, .corrupted, .stopped
         self.rng = random.Random(seed * 31 + 7)
         self._entropy = random.Random(seed * 31 + 11)
         self.acks: list[tuple[bytes, int, str, float]] = []  # (cid, rid, replica, time)
@@ -384,7 +389,7 @@ class ReplicaWorld:
     def _rejoin(self, addr: str) -> None:
         """As `Replica(rejoin=True)`: a member that left or was excluded joins as a new one."""
         core = self.cores[addr]
-        if core.dead or self.sim.eps[addr].alive:
+        if core.dead or self.sim.eps[addr].alive or addr in self.stopped:
             return
         core.post(core.engine.reattach, core._cast, core._send)
         self.sim.join(addr)

@@ -36,6 +36,7 @@ class Cluster:
         self.addrs = [f"127.0.0.1:{p}" for p in ports]
         self.seeds = self.addrs[:n]
         self.procs: dict[str, subprocess.Popen] = {}
+        self.env: dict[str, dict[str, str]] = {}  # addr -> more environment for that replica
         self.all_procs: list[subprocess.Popen] = []
 
     @property
@@ -59,6 +60,7 @@ class Cluster:
             *self.extra,
         ]
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.update(self.env.get(addr, {}))
         p = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True
         )

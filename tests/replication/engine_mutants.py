@@ -24,6 +24,7 @@ from typing import Any
 from unittest.mock import patch
 
 from cohort.replication import custody
+from cohort.replication.divergence import Checker
 from cohort.replication.engine import Engine
 
 
@@ -84,4 +85,38 @@ STALE_HOLDER = EngineMutant(
     owner=custody,
 )
 
-CATALOG = (DROP_ON_MISSED_VIEWS, STALE_HOLDER)
+SKIP_CHECK = EngineMutant(
+    "skip_divergence_check",
+    "no position is ever due: the replicas never compare their digests",
+    "on_update",
+    (
+        ("due = bool(p.every) and pos % p.every == 0", "due = False"),
+        ("if not due and p.interval and prev is not None:", "if False:"),
+    ),
+    owner=Checker,
+)
+
+WRONG_POSITION = EngineMutant(
+    "report_at_the_position_reached",
+    "a digest is reported under the position the replica has reached when its hash comes back, "
+    "not the position it was cut at: digests of different positions are compared",
+    "on_digest",
+    (
+        (
+            "_pack([DIG, pos, digest, [*e.views[0], epoch], resync])",
+            "_pack([DIG, e.applied, digest, [*e.views[0], epoch], resync])",
+        ),
+    ),
+    owner=Checker,
+)
+
+NO_CUT = EngineMutant(
+    "hash_the_live_state",
+    "the state is handed to the hasher as it is, not frozen at the position: the hash, which runs "
+    "later, sees updates applied after the position",
+    "_cut",
+    (("frozen = stream.freeze([state, e.cache.dump(), e.applied])", "frozen = [state, 0, 0]"),),
+    owner=Checker,
+)
+
+CATALOG = (DROP_ON_MISSED_VIEWS, STALE_HOLDER, SKIP_CHECK, WRONG_POSITION, NO_CUT)

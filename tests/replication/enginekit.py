@@ -10,6 +10,7 @@ import msgpack
 from cohort.orb import errors as st
 from cohort.replication import engine as eng
 from cohort.replication.api import now, query, random, replicated
+from cohort.replication.divergence import Policy
 from cohort.replication.engine import Engine
 from cohort.stack.view import View
 from cohort.state import codec
@@ -25,6 +26,7 @@ KIND = {
     eng.STATUS: "STATUS",
     eng.ACK: "ACK",
     eng.END: "END",
+    eng.DIG: "DIG",
 }
 
 
@@ -36,7 +38,12 @@ def _kind(payload: bytes) -> str:
 
 
 class Group:
-    def __init__(self) -> None:
+    def __init__(self, policy: Policy | None = None) -> None:
+        #: the engines' divergence checks: none unless a test asks (a check casts a DIG)
+        self.policy = policy or Policy(every=None, interval=None)
+        #: member -> the hasher its checks use (absent: hash at once)
+        self.hashers: dict[str, Any] = {}
+        self.left: list[tuple[str, str]] = []  # (member, reason): on_divergence="stop" left
         self.engines: dict[str, Engine] = {}
         self.view: View | None = None
         self.order: list[tuple[str, bytes]] = []  # casts of the current view, in total order
@@ -61,7 +68,13 @@ class Group:
             self.sends.append((name, dst, payload))
             self.sent.append((name, dst, _kind(payload)))
 
-        e = Engine(cls, name, cast, send, init_args=args)
+        def leave(reason: str) -> None:
+            self.left.append((name, reason))
+
+        hasher = self.hashers.get(name)
+        e = Engine(
+            cls, name, cast, send, init_args=args, policy=self.policy, hasher=hasher, leave=leave
+        )
         self.engines[name] = e
         return e
 
