@@ -33,9 +33,11 @@ replica compares only reports for the same P (never digests of different positio
 On a mismatch every member logs an ERROR naming P, both sides, and the methods applied since the
 diverged replica's last agreeing check. Then the diverged replica's policy:
   resync (default): it serves nothing, fails its waiting calls with RETRY (clients retry
-    elsewhere with the same ids and are answered from the reply cache there) and buffers what is
-    delivered next; the youngest member of the majority sends it a snapshot cut after the deciding
-    report, through the state-transfer path joiners use (`Engine._on_request`).
+    elsewhere with the same ids and are answered from the reply cache there), buffers what is
+    delivered next, and asks the youngest member of the majority (REQ [12, vid, P], point to
+    point). That member sends it a snapshot through the state-transfer path joiners use
+    (`Engine._on_request`) once it holds both the request and its own verdict: the cut is then
+    after the deciding report, and the snapshot never reaches a replica that still serves.
   stop: it fails its calls, serves nothing and leaves the group (`leave(reason)`; `cohort serve`
     exits with status 3).
 With no majority (all members reported, no digest held by more than half) the ERROR says so and
