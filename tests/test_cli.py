@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from cohort.replication.cli import main
 
 
@@ -49,3 +50,49 @@ def test_demo_runs_and_the_checker_passes(capsys):
 def test_bench_sim_prints_cpu_per_message(capsys):
     assert main(["bench", "sim", "--messages", "3000", "--no-profile"]) == 0
     assert "CPU per delivered message per member" in capsys.readouterr().out
+
+
+def test_version_and_help_name_what_arguments_mean(capsys):
+    import cohort
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"cohort {cohort.__version__}"
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "MODULE:CLASS" in out and "--group" in out and "SECONDS" in out
+    assert "total-batch" in out  # the stack presets are listed
+
+
+def test_serve_says_where_it_looked_when_the_class_cannot_be_imported(
+    capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", "no_such_module:Thing", "--group", "g", "--listen", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot import 'no_such_module'" in err and str(tmp_path) in err and "sys.path" in err
+    assert "Traceback" not in err
+
+
+def test_call_arguments_are_typed_and_results_readable():
+    from decimal import Decimal
+
+    from cohort.replication.cli.call import readable, split_args
+    from cohort.state.codec import Record
+
+    args, kwargs = split_args(["5", "word", '{"$decimal": "59.94"}', "limit=3", 'tags=["a"]'])
+    assert args == [5, "word", Decimal("59.94")] and kwargs == {"limit": 3, "tags": ["a"]}
+    assert readable(Decimal("59.94")) == {"$decimal": "59.94"}
+    assert readable(Record("shop.Item", {"n": 2})) == {"$type": "shop.Item", "n": 2}
+    assert readable({"b": b"\x01"}) == {"b": {"$bytes": "01"}}
+
+
+def test_a_proxy_attribute_is_always_the_object_s_method():
+    from cohort.orb.proxy import GroupProxy, _Method, proxy_info
+
+    p = GroupProxy("PYROGROUP:g@127.0.0.1:1")
+    for name in ("close", "members", "failovers", "status", "invoke", "describe"):
+        assert isinstance(getattr(p, name), _Method), name  # none is shadowed by the proxy
+    info = proxy_info(p)
+    assert info.group == "g" and info.members == ("127.0.0.1:1",) and info.failovers == 0
