@@ -253,6 +253,12 @@ class CoordinatorRole:
             else:
                 return
         if self.waiting:
+            if self.excluded - self.g.suspected:
+                # we exclude a member we no longer suspect: one a dead coordinator's START
+                # excluded (adopted, dropped when we accepted our own): try again with it
+                self.ballot = None
+                self.g._maybe_start(force=True)
+                return
             # Keep the blocked members' patience up, and reach the excluded too: a member we
             # timed out answers (NACK), which takes it back; a rival coordinator that timed
             # us out hears from a lower rank and steps down. Two camps converge on one.
