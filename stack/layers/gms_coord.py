@@ -96,10 +96,11 @@ class CoordinatorRole:
             p = view_from_wire(proposal)
             keep = tuple(m for m in p.members if v.rank(m) in here)
             everyone = all(v.rank(m) in here for m in p.members if v.rank(m) >= 0)
-            if not everyone and not (
-                p.primary
-                and majority_of(keep, v.last_primary)
-                and majority_of(keep, p.last_primary)
+            # (a non-primary one is harmless to install without them: nothing is delivered in it)
+            if (
+                not everyone
+                and p.primary
+                and not (majority_of(keep, v.last_primary) and majority_of(keep, p.last_primary))
             ):
                 self.waiting = True
                 self.g.ctx.trace("gms waits: no majority for a primary view")
