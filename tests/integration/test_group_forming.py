@@ -1,9 +1,10 @@
-"""Forming a group on real sockets and processes: without the first seed, or alone.
+"""Forming a group on real sockets and processes: without the first seed, alone, or not at all.
 
 The protocol is tested in the simulator (tests/stack/test_forming.py); these check the user's
 edge of it: `cohort serve` replicas that form a group from two of three seeds and serve while the
-first seed's process is not running (it joins when started last), and a group of one (no
---seeds, or itself as the only seed, and `Replica(..., seeds=[self])`).
+first seed's process is not running (it joins when started last), a group of one (no --seeds, or
+itself as the only seed, and `Replica(..., seeds=[self])`), and what `JoinTimeout` says when a
+group cannot be joined.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import asyncio
 import pytest
 from cluster import Cluster
 from cohort.samples.counter import Counter
+from cohort.stack.transport import JoinTimeout, testing
 from cohort.stack.transport import join as join_group
-from cohort.stack.transport import testing
+from cohort.stack.transport.group import join_timeout_message
 
 from cohort import replication
 
@@ -94,3 +96,49 @@ def test_two_of_three_seeds_form_a_group_of_the_stack_without_the_first():
                 g.close()
 
     asyncio.run(run())
+
+
+async def _join_timeout(name: str, listen: str, seeds: list[str], other: tuple) -> str:
+    """Join `name` at `listen` (timing out in 1.5 s) while `other` = (name, listen, seeds) tries
+    to join too (and times out later): the message of our JoinTimeout."""
+    ours = join_group(name, listen, seeds, params=FAST, timeout=1.5)
+    theirs = join_group(*other, params=FAST, timeout=2.5)
+    got = await asyncio.gather(ours, theirs, return_exceptions=True)
+    for g in got:
+        if not isinstance(g, BaseException):
+            g.close()
+    assert all(isinstance(g, JoinTimeout) for g in got), got
+    return str(got[0])
+
+
+def test_join_timeout_says_whom_it_heard_from_and_blames_no_missing_majority():
+    """Seed b runs the group with another seed list (it takes us in, but its views cannot be
+    primary), seed c does not run: with us that is two of three seeds up, so the message must
+    not blame a missing majority; it says whom it heard from and what else may differ."""
+    a, b, c = (f"127.0.0.1:{p}" for p in testing.free_udp_ports(3))
+    elsewhere = [b, *(f"127.0.0.1:{p}" for p in testing.free_udp_ports(2))]
+    msg = asyncio.run(_join_timeout("j", a, [a, b, c], ("j", b, elsewhere)))
+    assert f"Heard from {b} in this group" in msg and f"Nothing from {c}" in msg
+    assert "(2 of 3, counting us)" in msg and "same seed list, stack and group secret" in msg
+    assert "forms once a majority" not in msg
+
+
+def test_join_timeout_says_when_a_seed_runs_another_group_and_who_said_nothing():
+    a, b, c = (f"127.0.0.1:{p}" for p in testing.free_udp_ports(3))
+    msg = asyncio.run(_join_timeout("mine", a, [a, b, c], ("theirs", b, [b, a])))
+    assert f"{b} sent datagrams for another group only" in msg and "name 'mine'" in msg
+    assert f"Nothing from {c}: not running, or not reachable there" in msg
+    assert "forms once a majority of its seeds runs it; here 1 of 3 did, counting us" in msg
+
+
+def test_the_join_timeout_message_states_only_what_is_known():
+    seeds = ["a:1", "b:2", "c:3"]
+    alone = join_timeout_message("g", "a:1", seeds, 5.0, set(), set())
+    assert "Nothing from b:2, c:3" in alone and "here 1 of 3 did, counting us." in alone
+    two = join_timeout_message("g", "b:2", seeds, 5.0, {"c:3"}, set())
+    assert "Heard from c:3 in this group" in two and "Nothing from a:1" in two
+    assert "forms once a majority" not in two and "2 of 3, counting us" in two
+    foreign = join_timeout_message("g", "a:1", seeds, 5.0, set(), {"b:2"})
+    assert "b:2 sent datagrams for another group only: do they use the group name 'g'?" in foreign
+    outsider = join_timeout_message("g", "x:9", seeds, 5.0, {"a:1", "b:2"}, set())
+    assert "(2 of 3)" in outsider and "counting us" not in outsider
