@@ -338,8 +338,11 @@ class Engine(StatusRound, StateTransfer):
         # A group forming from its seeds starts from a fresh object, but only once the status
         # round shows that no member holds a state: replicas that all left (hung, restarted
         # processes of a partitioned group) may come back as the founders of a new lineage.
-        if first:
-            self.forming = tuple(view.last_primary_vid) == (0, "")
+        if first:  # (a group of one is primary at once: its first view follows a founder's
+            # pseudo-view, the only views with ltime 0)
+            self.forming = tuple(view.last_primary_vid) == (0, "") or (
+                view.prev is not None and view.prev[0] == 0
+            )
         elif self.ready:
             self.forming = False
         if self.ready:

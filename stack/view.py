@@ -81,6 +81,26 @@ def joining_view(addr: str, seeds: tuple[str, ...] = ()) -> View:
     return View((0, addr), (addr,), primary=False, last_primary=tuple(seeds) or (addr,))
 
 
+def admits(view: View, seeds: tuple[str, ...], me: str, coord: object) -> bool:
+    """Whether `me`, coordinating `view`, may admit a joiner whose component `coord` coordinates.
+
+    A primary view admits anyone. While the group forms (no primary view yet), a seed admits the
+    members of components coordinated by a later seed, by itself or by no seed: members flow
+    toward the lowest-ranked forming seed they reach, so two forming seeds never take each
+    other's members, and any majority of the seeds forms the group, whichever are up. That alone
+    does not rule out a fork: a member confirms a proposal in its component's flush, the other
+    component absorbs it, and both proposals count it. So a member does not leave its component
+    for another non-primary one while in a flush there (gms `_on_install`): no member takes part
+    in the flushes of two components, and the first primary view needs a majority of the seeds,
+    which any two such views would share. Other non-primary views admit no one.
+    """
+    if view.primary:
+        return True
+    if view.last_primary_vid != (0, "") or me not in seeds:
+        return False
+    return coord not in seeds or seeds.index(coord) >= seeds.index(me)
+
+
 def watched(view: View | None, me: str) -> str | None:
     """The member `me` watches in `view`: the one ranked just above (rank 0 watches the last).
 

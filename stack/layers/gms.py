@@ -21,9 +21,14 @@ Primary partition: a proposal is primary iff its confirmed members (those taking
 not joiners) hold a majority of the confirmed members of the newest primary view any participant
 knows (`View.last_primary`). A non-primary component keeps running view changes, so it
 can absorb members and become primary again, and its members keep asking (JOIN) the seeds and the
-last primary members to take them back. Components merge into the one with the lowest coordinator
-address, so they cannot keep swapping members. A group still forming has the seed list as reference:
-it exists once a majority of the seeds has gathered.
+last primary members to take them back. A group still forming has the seed list as reference:
+it exists once a majority of the seeds has gathered, any majority, whichever seeds are up. Forming
+components merge into the one whose coordinator ranks lowest in the seed list (`view.admits`), so
+they cannot keep swapping members; and a member in a flush of its component never lets another
+non-primary one absorb it (it may have confirmed a proposal that becomes primary counting it), so
+no member is confirmed in two first primary views, and since any two majorities of the seeds
+share a member, there is at most one. A member whose component moved on without it by a later
+ballot knows that what it accepted was never installed, and starts afresh (`moved_on`).
 
 Before installing a view that excludes live members, the coordinator waits out the delivery leases
 that members granted them (`Granted`, see `suspect`), so a zombie stops delivering before the primary
@@ -70,6 +75,7 @@ from cohort.stack.events import (
 )
 from cohort.stack.layer import Layer
 from cohort.stack.layers.gms_coord import CoordinatorRole
+from cohort.stack.layers.gms_join import JoinRole
 from cohort.stack.layers.gms_wire import (
     CUT,
     DONE,
@@ -137,11 +143,12 @@ class Gms(Layer):
         self.cut_t = 0.0  # the coordinator's clock in the latest CUT
         self.coord = CoordinatorRole(self)
         self.relayed: dict[str, float] = {}
+        self.joins = JoinRole(self)
         self.ring = view.keys  # secure stacks: this view's keyring (auth's `Keys` may update it)
         self.fresh: bytes | None = None  # the key of a view we install (from auth)
         ctx.set_timer(params.retry_interval, "tick")
         if not view.primary:
-            self._send_joins()
+            self.joins.send()
         self._maybe_start()  # e.g. at once confirm the joiners of this view as acceptors
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -246,7 +253,7 @@ class Gms(Layer):
             self.leaving.add(src)
             self._maybe_start()
         elif kind == FWD_JOIN:
-            self._on_join(h[1])
+            self.joins.on_join(h[1])
         elif kind == NACK:
             ballot = (int(h[1]), str(h[2]))
             self.top_ballot = max(self.top_ballot, ballot)
@@ -376,7 +383,7 @@ class Gms(Layer):
     def _oob(self, peer: str, msg: Any) -> None:
         kind = msg[0]
         if kind == OOB_JOIN:
-            self._on_join(msg)
+            self.joins.on_join(msg)
         elif kind == OOB_PROBE:  # someone blocked in an older view: show it where we are
             if tuple(msg[1]) < self.view.vid:
                 self._relay(peer)
@@ -418,6 +425,11 @@ class Gms(Layer):
             self.ctx.count("gms.install_superseded")
             return
         if me in joiners and not v.primary:
+            if self.accepted is not None and not w.primary and w.prev != v.vid:
+                # in a flush here, we may have confirmed a proposal that becomes primary counting
+                # us: no other non-primary component may count us too (see `view.admits`)
+                self.ctx.count("gms.absorb_while_blocked")
+                return
             self._apply_install(w, joiners)
         elif w.prev == v.vid and me in w.members:
             if self.done is not None and tuple(self.done[1][:2]) == w.vid:
@@ -426,6 +438,11 @@ class Gms(Layer):
                 self.ctx.count("gms.left_behind")
                 self._leave_component(w)
         elif w.prev == v.vid and w.primary:  # the group moved on without us: leave or rejoin
+            self._apply_install(w, joiners)
+        elif w.prev == v.vid and ballot is not None:
+            # our component moved on without us by a later ballot (ours would be the later one,
+            # above): so what we accepted was never installed (it would be w). Rejoin from there
+            self.ctx.count("gms.moved_on")
             self._apply_install(w, joiners)
         elif w.primary and v.primary and w.prev is not None:
             # a newer primary view exists and we did not take part in making it: we are out
@@ -461,33 +478,14 @@ class Gms(Layer):
     def _relay(self, src: str) -> None:
         """`src` still sends in our previous view: show it this one (it installs it, or learns
         it was excluded and goes to rejoin)."""
-        v = self.view
-        if not v.primary or self.ctx.now - self.relayed.get(src, -1.0) < 0.05:
-            return  # only a primary view is where the group went
+        v, now = self.view, self.ctx.now
+        if (not v.primary and v.ballot is None) or now - self.relayed.get(src, -1.0) < 0.05:
+            return  # where the group went, or (forming) our component went (see _on_install)
         self.relayed[src] = self.ctx.now
         ballot = list(v.ballot) if v.ballot else None
         self.ctx.down(Oob(src, [OOB_INSTALL, view_to_wire(v), [], ballot, *self._keyed(v)]))
 
     # --- joins -----------------------------------------------------------------------------------
-
-    def _join_msg(self) -> list:
-        v = self.view
-        return [
-            OOB_JOIN,
-            self.ctx.me,
-            v.ltime,
-            list(v.last_primary_vid),
-            list(v.last_primary),
-            v.coord,
-        ]
-
-    def _send_joins(self) -> None:
-        v = self.view
-        contacts = dict.fromkeys([*self.ctx.seeds, *v.last_primary])
-        msg = self._join_msg()
-        for m in contacts:
-            if m not in v.members:
-                self.ctx.down(Oob(m, msg))
 
     def _keyed(self, v: ViewRec) -> list:
         """What a secure INSTALL of our current view carries: public keys and the view key."""
@@ -504,55 +502,6 @@ class Gms(Layer):
             j = self.joiners.get(m)
             pubs.append(j[6] if j is not None and len(j) > 6 else self.ring.pubs.get(m))
         return pubs, self.fresh
-
-    def _on_join(self, msg: list) -> None:
-        _, addr, ltime, _, _, _ = msg[:6]
-        addr = str(addr)
-        # secure stacks: auth appended the joiner's public key; a new one means a new incarnation
-        pub = msg[6] if len(msg) > 6 else None
-        known = self.ring.pubs.get(addr) if self.ring is not None else None
-        reborn = pub is not None and known is not None and pub != known
-        v = self.view
-        if type(ltime) is not int:
-            raise TypeError("ltime")
-        coord = self._coordinator()
-        if coord != self.me:
-            self._to(coord, (FWD_JOIN, msg))
-            return
-        if addr in v.members:
-            r = v.rank(addr)
-            if r == self.me:
-                return
-            if ltime < v.ltime and not reborn:  # it never installed this view (lost): resend
-                if self.ctx.now - self.relayed.get(addr, -1.0) >= 0.05:
-                    self.relayed[addr] = self.ctx.now
-                    out = [OOB_INSTALL, view_to_wire(v), [addr]]
-                    keyed = self._keyed(v)
-                    self.ctx.down(Oob(addr, [*out, None, *keyed] if keyed else out))
-                return
-            # it left this view (excluded elsewhere, or far behind): take it out and back in within
-            # one flush, so the view keeps its majority while it rejoins by state transfer
-            self.joiners[addr] = msg
-            self.ctx.down(Verify(frozenset([r]), force=True))
-            return
-        if not self._absorbs():
-            return
-        if addr not in self.joiners:
-            self.joiners[addr] = msg
-            self._maybe_start()
-
-    def _absorbs(self) -> bool:
-        """Who may admit members: a primary view, or the first seed while the group is forming.
-
-        Two non-primary coordinators admitting each other's members concurrently could both reach
-        a majority of the same reference; letting only one endpoint form the group rules that out.
-        Reuniting non-primary components without the primary is the merge protocol's job.
-        """
-        v = self.view
-        if v.primary:
-            return True
-        seeds = self.ctx.seeds
-        return v.last_primary_vid == (0, "") and bool(seeds) and self.ctx.me == seeds[0]
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -590,7 +539,7 @@ class Gms(Layer):
         if not every(now, p.join_interval, p.retry_interval):
             return
         if not self.view.primary:
-            self._send_joins()
+            self.joins.send()
         elif self.blocked_since is not None and now - self.blocked_since > p.flush_timeout:
             msg = [OOB_PROBE, list(self.view.vid)]
             for m in self.view.members:

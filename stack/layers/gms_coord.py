@@ -96,10 +96,11 @@ class CoordinatorRole:
             p = view_from_wire(proposal)
             keep = tuple(m for m in p.members if v.rank(m) in here)
             everyone = all(v.rank(m) in here for m in p.members if v.rank(m) >= 0)
-            if not everyone and not (
-                p.primary
-                and majority_of(keep, v.last_primary)
-                and majority_of(keep, p.last_primary)
+            # (a non-primary one is harmless to install without them: nothing is delivered in it)
+            if (
+                not everyone
+                and p.primary
+                and not (majority_of(keep, v.last_primary) and majority_of(keep, p.last_primary))
             ):
                 self.waiting = True
                 self.g.ctx.trace("gms waits: no majority for a primary view")
@@ -253,6 +254,12 @@ class CoordinatorRole:
             else:
                 return
         if self.waiting:
+            if self.excluded - self.g.suspected:
+                # we exclude a member we no longer suspect: one a dead coordinator's START
+                # excluded (adopted, dropped when we accepted our own): try again with it
+                self.ballot = None
+                self.g._maybe_start(force=True)
+                return
             # Keep the blocked members' patience up, and reach the excluded too: a member we
             # timed out answers (NACK), which takes it back; a rival coordinator that timed
             # us out hears from a lower rank and steps down. Two camps converge on one.

@@ -50,9 +50,15 @@ REAL_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+#: at most this many peers are remembered as heard from (`JoinTimeout`'s message)
+HEARD_LIMIT = 256
+
+
 class JoinTimeout(CohortError, TimeoutError):
-    """No primary view admitted us in time: check that a majority of the seeds is running and
-    reachable at the addresses given, and that every member uses the same group name."""
+    """No primary view admitted us in time. The message says what we know: which seeds we heard
+    from in this group, which sent datagrams for another group (another name), which said
+    nothing (down, or not reachable at that address), and whether a majority of the seeds,
+    which a group needs to form, was up."""
 
 
 class JoinRefused(CohortError, PermissionError):
@@ -162,6 +168,7 @@ class Group:
         self._room.set()
         self.backpressure_waits = 0  # casts that had to wait for room (tests, diagnostics)
         self.refused: str | None = None  # why the group refused to admit us (see JoinRefused)
+        self.heard: set[str] = set()  # peers a datagram of this group came from (JoinTimeout)
         self._max_size = spec.param("frag").max_size if "frag" in spec.names else None
         self.ep = Endpoint(
             listen,
@@ -274,6 +281,8 @@ class Group:
     # --- driver side -----------------------------------------------------------------------------
 
     def _on_datagram(self, src: str, data: bytes) -> None:
+        if len(self.heard) < HEARD_LIMIT:
+            self.heard.add(src)
         self.ep.receive_datagram(src, data, self._loop.time())
         self._pump()
 
@@ -336,7 +345,7 @@ async def join(
     fast_detection: bool = True,
     transport: str = "udp",
 ) -> Group:
-    """Join (or, as the first seed, form) the group `name`.
+    """Join the group `name` (or form it, with any majority of the seeds).
 
     Returns once we are an acceptor of a primary view (we took part in a flush), so the group can
     already lose a minority without waiting for us; raises `JoinTimeout` otherwise, and
@@ -374,10 +383,8 @@ async def join(
         left = deadline - loop.time()
         if left <= 0:
             group.close()
-            raise JoinTimeout(
-                f"{listen} could not join group {name!r} within {timeout}s via seeds "
-                f"{', '.join(seeds)}: is a majority of the seeds running?"
-            )
+            why = join_timeout_message(name, listen, seeds, timeout, group.heard, sock.strangers)
+            raise JoinTimeout(why)
         try:
             await asyncio.wait_for(group._views.get(), left)
         except asyncio.TimeoutError:
@@ -386,6 +393,45 @@ async def join(
         group.close()
         raise JoinRefused(f"{listen} was refused by group {name!r}: {group.refused}")
     return group
+
+
+def join_timeout_message(
+    name: str,
+    listen: str,
+    seeds: Iterable[str],
+    timeout: float,
+    heard_from: set[str],
+    strangers: set[str],
+) -> str:
+    """What `join` knows when it gives up: the seeds it heard from in this group (`heard_from`),
+    those that sent datagrams of other groups only (`strangers`), the silent ones, and whether
+    a majority of the seeds, which a group needs to form, was up."""
+    seeds = list(dict.fromkeys(seeds))
+    others = [s for s in seeds if s != listen]
+    heard = [s for s in others if s in heard_from]
+    foreign = [s for s in others if s not in heard_from and s in strangers]
+    silent = [s for s in others if s not in heard_from and s not in strangers]
+    up, n = len(heard) + (listen in seeds), len(seeds)
+    us = ", counting us" if listen in seeds else ""
+    msg = f"{listen} could not join group {name!r} within {timeout}s (seeds {', '.join(seeds)})."
+    if heard:
+        msg += f" Heard from {', '.join(heard)} in this group, but no primary view admitted us."
+    if foreign:
+        msg += (
+            f" {', '.join(foreign)} sent datagrams for another group only: do they use the "
+            f"group name {name!r}?"
+        )
+    if silent:
+        msg += f" Nothing from {', '.join(silent)}: not running, or not reachable there."
+    if 2 * up <= len(seeds):
+        msg += f" A group forms once a majority of its seeds runs it; here {up} of {n} did{us}."
+    else:
+        msg += (
+            f" A majority of the seeds runs it ({up} of {n}{us}), which is enough to form it: "
+            "check that every member has the same seed list, stack and group secret, or wait "
+            "longer."
+        )
+    return msg
 
 
 def merge_traces(paths: Iterable[str]) -> Trace:

@@ -122,6 +122,7 @@ class TcpTransport(TickSender):
                 self.short += 1
             else:
                 self.unknown_group += 1
+                self.stranger(src)
             return
         group._on_datagram(src, data[4:])
 

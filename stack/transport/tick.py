@@ -1,4 +1,5 @@
-"""Sending per loop tick: what the UDP and TCP transports share.
+"""Sending per loop tick, and noting who sent datagrams of no group here: what the UDP and TCP
+transports share.
 
 Why: packets the endpoints emit while the driver handles one loop tick should leave together,
 batched per peer (`cohort.stack.transport.datagrams.Batcher`); the transport's `flush()` runs once the tick is over.
@@ -10,6 +11,9 @@ import asyncio
 
 from cohort.stack.transport.datagrams import Batcher
 
+#: at most this many peers are remembered as strangers
+STRANGERS_LIMIT = 256
+
 
 class TickSender:
     """Mixin: `send()` queues, the loop calls the subclass's `flush()` after this tick."""
@@ -17,6 +21,12 @@ class TickSender:
     def __init__(self) -> None:
         self.batcher = Batcher()
         self.flush_scheduled = False
+        #: peers that sent datagrams of groups not on this transport (a JoinTimeout says so)
+        self.strangers: set[str] = set()
+
+    def stranger(self, src: str) -> None:
+        if len(self.strangers) < STRANGERS_LIMIT:
+            self.strangers.add(src)
 
     def send(self, tag: bytes, dest: str, data: bytes) -> None:
         self.batcher.add((tag, dest), data)

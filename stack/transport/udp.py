@@ -50,6 +50,7 @@ class UdpSocket(TickSender, asyncio.DatagramProtocol):
                 self.short += 1
             else:
                 self.unknown_group += 1
+                self.stranger(f"{addr[0]}:{addr[1]}")
             return
         group._on_datagram(f"{addr[0]}:{addr[1]}", data[4:])
 

@@ -43,8 +43,10 @@ class Cluster:
     def ref(self) -> str:
         return f"PYROGROUP:{self.group}@{','.join(self.seeds)}"
 
-    def start(self, addr: str) -> None:
+    def start(self, addr: str, seeds: list[str] | None = None) -> None:
+        """`cohort serve` at `addr` with `--seeds` the cluster's seeds (or `seeds`; [] for none)."""
         log = open(os.path.join(self.log_dir, f"{addr.replace(':', '_')}.log"), "ab")  # noqa: SIM115
+        seeds = self.seeds if seeds is None else seeds
         cmd = [
             sys.executable,
             "-m",
@@ -55,8 +57,7 @@ class Cluster:
             self.group,
             "--listen",
             addr,
-            "--seeds",
-            ",".join(self.seeds),
+            *(["--seeds", ",".join(seeds)] if seeds else []),
             *self.extra,
         ]
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from cohort.stack import check
+from cohort.stack.layers.gms_wire import view_from_wire
 from cohort.stack.sim import ALL_FAULTS, REPAIR_BOUND, Net, Sim, run_scenario
 from cohort.stack.trace import Trace
 from mutation import Scenario
@@ -428,3 +429,38 @@ def successor_then_crash(seed: int) -> Trace:
     sim.run(sim.now + 1.0)
     sim.heal()
     return finish(sim, within=30.0)
+
+
+def partition_at_formation(seed: int) -> Trace:
+    """Five seeds; m0 and m4 are not up yet, so m1 forms the group with m2 and m3 (three of the
+    five). The moment m2 has confirmed that first primary view, a partition parts {m1, m3}, which
+    install it and deliver in it (two of its three acceptors), from m2, which never hears of it;
+    then m0 and m4 start on m2's side. m0, the first seed, takes in the members of any later
+    seed's component: m2, still in m1's flush, must not let it, or m0, m2 and m4 (three of the
+    five seeds) make a second first primary view that counts m2 too."""
+    sim = Sim(seed, 5, net=Net(), form="none")
+    strict(sim)
+
+    def join(member: str) -> None:
+        sim.trace.add(sim.now, member, check.JOINING)
+        sim.join(member)
+
+    for m in ("m1", "m2", "m3"):
+        join(m)
+
+    def confirmed() -> bool:
+        done = layer_of(sim, "m2", "gms").done
+        return done is not None and view_from_wire(done[1]).primary
+
+    expect(sim.run_until(confirmed, within=3.0), "m2 confirms the first primary view")
+    for a in ("m1", "m3"):
+        for b in ("m0", "m2", "m4"):
+            cut(sim, a, b)
+            cut(sim, b, a)
+    t = sim.now
+    join("m0")
+    join("m4")
+    burst(sim, ["m1", "m3", "m0", "m4"], 20, t + 0.05, 0.02)
+    sim.run(t + 1.5)
+    heal(sim)
+    return finish(sim, within=10.0)

@@ -160,6 +160,22 @@ def test_founders_of_a_new_lineage_resume_from_a_custodian_not_from_a_fresh_obje
     assert g["a"].elected == "a" and len(g.digests()) == 1
 
 
+def test_a_group_of_one_forms_at_once() -> None:
+    """One seed is a majority of one: its first view is already primary, made straight from the
+    founder's pseudo-view (ltime 0) with itself as reference. The founder must start the object
+    (it waited for a state nobody holds, `ready` False forever)."""
+    g = Group()
+    g.add("a", Counter)
+    g.view = View((0, "a"), ("a",), False)  # the founder's pseudo-view, as gms has it
+    g.last_primary_vid = (1, "a")  # a primary view is its own reference
+    g.install(("a",))
+    assert g["a"].forming and g["a"].ready and g["a"].obj.value == 0
+    r = submit(g["a"], "add", 3, rid=1)
+    run(g)
+    g.safe()
+    assert r.value == 3
+
+
 def test_founders_with_no_state_anywhere_start_fresh_after_the_status_round() -> None:
     g = Group()
     for n in "abc":

@@ -131,6 +131,30 @@ def test_one_way_link_failure():
     finish(sim)
 
 
+def test_a_suspicion_adopted_from_a_dead_coordinator_is_dropped_when_it_blocks():
+    """Regression (found by tests/stack/test_forming.py): in a group of four, m0 excludes the
+    paused m3 and crashes while it waits out m3's lease; m1 takes over, still excluding m3 (the
+    exclusion it adopted from m0's START), and two of four is no majority, so it waited for
+    good, although m3 was back. A coordinator kept waiting must try again with every member it
+    does not suspect itself."""
+    for seed in (1, 2, 3):
+        sim = Sim(seed, 4)
+        cast_burst(sim, ["m1", "m2"], 10)
+        sim.at(0.1, lambda sim=sim: sim.pause("m3"))
+
+        def adopted(sim=sim) -> bool:
+            return all(
+                next(x for x in sim.eps[m]._layers if x.name == "gms").adopted == {3}
+                for m in ("m1", "m2")
+            )
+
+        assert sim.run_until(adopted, within=3.0)
+        sim.crash("m0")
+        sim.run(sim.now + 0.3)
+        sim.resume("m3")
+        finish(sim)
+
+
 def test_graceful_leave_of_the_coordinator():
     sim = Sim(12, 4)
     cast_burst(sim, sim.seeds, 20)
