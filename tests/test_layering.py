@@ -33,7 +33,7 @@ MAX_LINES = 500
 #: licence to grow; a module leaves this table when it is split
 OVERSIZE = {
     "cohort.replication.engine": 655,
-    "cohort.stack.layers.gms": 610,
+    "cohort.stack.layers.gms": 560,
     "cohort.stack.sim": 590,
 }
 
