@@ -46,6 +46,21 @@ class MessageTooLarge(CohortError, ValueError):
     failed at every replica, and changed nothing it would not change again)."""
 
 
+#: room for a call's fields around its argument bytes (ids, method name, times; generous): the
+#: proxy and the replica's engine check arguments and results against the group's message limit
+#: less this
+MESSAGE_OVERHEAD = 4096
+
+
+def too_large(what: str, size: int, limit: int) -> MessageTooLarge:
+    """The MessageTooLarge for `what` (e.g. "the arguments of put()") of `size` encoded bytes."""
+    return MessageTooLarge(
+        f"{what} take {size:,} bytes encoded; the group's largest message is {limit:,} bytes "
+        f"(less {MESSAGE_OVERHEAD} for the call's header). Send less per call, or raise the limit "
+        "on every replica: cohort serve --param frag.max_size=BYTES"
+    )
+
+
 class StaleRequest(CohortError, LookupError):
     """The replicas no longer remember this request: its reply was dropped from the reply cache.
 

@@ -56,8 +56,6 @@ _DEFINITIVE = {
     errors.GroupNotServed: "not served",
     errors.TLSMismatch: "tls",
 }
-#: room for a call's fields around its argument bytes (the replicas' engine uses the same)
-MESSAGE_OVERHEAD = 4096
 #: how long every replica must give definitive answers before a call fails with them: covers a
 #: replica restarting on its port, and still answers well within 2 s
 DEFINITIVE_GRACE = 0.5
@@ -161,13 +159,8 @@ class GroupProxy:
             raise SerializationError(f"argument of {method}() cannot be sent: {e}") from None
         kinds = self._methods or self._describe()
         limit = self._max_message
-        if limit is not None and len(payload) + MESSAGE_OVERHEAD > limit:
-            raise errors.MessageTooLarge(
-                f"the arguments of {method}() take {len(payload):,} bytes encoded; group "
-                f"{self._group!r} carries at most {limit:,} bytes per message (less "
-                f"{MESSAGE_OVERHEAD} for the call's header). Send less per call, or raise the "
-                "limit on every replica: cohort serve --param frag.max_size=BYTES"
-            )
+        if limit is not None and len(payload) + errors.MESSAGE_OVERHEAD > limit:
+            raise errors.too_large(f"the arguments of {method}()", len(payload), limit)
         kind = kinds.get(method)
         if kind is None:
             raise AttributeError(

@@ -59,17 +59,6 @@ from cohort.state import codec, stream
 
 log = logging.getLogger("cohort.replica")
 
-#: room for an INV's fields around its argument bytes (ids, method name, times; generous)
-MESSAGE_OVERHEAD = 4096
-
-
-def _too_large(what: str, size: int, limit: int) -> st.MessageTooLarge:
-    return st.MessageTooLarge(
-        f"{what} take {size:,} bytes encoded; the group's largest message is {limit:,} bytes "
-        f"(less {MESSAGE_OVERHEAD} for the call's header). Send less per call, or raise the limit "
-        "on every replica: cohort serve --param frag.max_size=BYTES"
-    )
-
 
 __all__ = ["Engine", "ViewInfo", "INV", "QRY", "PUPD", "BATCH", "STATUS"]
 __all__ += ["CHUNK", "HDR", "REQ", "ACK", "END"]
@@ -217,11 +206,11 @@ class Engine(StatusRound, StateTransfer):
             self.stats["queries"] += 1
             status, body = self._run(method, payload, 0.0, 0)
             return reply(status, body)
-        if self.max_message is not None and len(payload) + MESSAGE_OVERHEAD > self.max_message:
+        if self.max_message is not None and len(payload) + st.MESSAGE_OVERHEAD > self.max_message:
             return reply(
                 st.ERROR,
                 st.encode_exception(
-                    _too_large(f"the arguments of {method}()", len(payload), self.max_message), ""
+                    st.too_large(f"the arguments of {method}()", len(payload), self.max_message), ""
                 ),
             )
         now, seed = self._wallclock(), int.from_bytes(self._entropy(6), "big")
@@ -262,7 +251,7 @@ class Engine(StatusRound, StateTransfer):
         batch: list[list] = []
         size = 0
         for msg in out:  # batches stay within the group's message size
-            n = len(msg[4]) + MESSAGE_OVERHEAD if msg[0] in (INV, QRY) else MESSAGE_OVERHEAD
+            n = len(msg[4]) + st.MESSAGE_OVERHEAD if msg[0] in (INV, QRY) else st.MESSAGE_OVERHEAD
             if batch and limit is not None and size + n > limit:
                 self._cast(_pack(batch[0]) if len(batch) == 1 else _pack([BATCH, batch]))
                 batch, size = [], 0
@@ -526,8 +515,8 @@ class Engine(StatusRound, StateTransfer):
             body = codec.dumps(result, root=f"result of {method}()")
         except codec.SerializationError as e:
             return st.ERROR, st.encode_exception(e, "")
-        if self.max_message is not None and len(body) + MESSAGE_OVERHEAD > self.max_message:
-            e = _too_large(f"the result of {method}()", len(body), self.max_message)
+        if self.max_message is not None and len(body) + st.MESSAGE_OVERHEAD > self.max_message:
+            e = st.too_large(f"the result of {method}()", len(body), self.max_message)
             return st.ERROR, st.encode_exception(e, "")
         return st.OK, body
 

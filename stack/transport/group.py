@@ -192,11 +192,7 @@ class Group:
         so a fast sender cannot outrun the slowest member. Raises ValueError for a payload larger
         than the frag layer's `max_size`.
         """
-        if self._max_size is not None and len(payload) > self._max_size:
-            raise ValueError(
-                f"a cast of {len(payload)} bytes exceeds the stack's limit of {self._max_size} "
-                "(frag max_size)"
-            )
+        self._check_size(payload)
         if not self._room.is_set():
             self.backpressure_waits += 1
             while not self._room.is_set() and self.ep.alive:
@@ -212,16 +208,19 @@ class Group:
     def cast_nowait(self, payload: bytes) -> bool:
         """`cast` without waiting: False (nothing sent) while the flow window is full, then the
         caller awaits `cast`. Raises ValueError for a payload larger than `max_message`."""
-        if self._max_size is not None and len(payload) > self._max_size:
-            raise ValueError(
-                f"a cast of {len(payload)} bytes exceeds the stack's limit of {self._max_size} "
-                "(frag max_size)"
-            )
+        self._check_size(payload)
         if not self._room.is_set():
             return False
         self.ep.cast(payload)
         self._pump()
         return True
+
+    def _check_size(self, payload: bytes) -> None:
+        if self._max_size is not None and len(payload) > self._max_size:
+            raise ValueError(
+                f"a cast of {len(payload)} bytes exceeds the stack's limit of {self._max_size} "
+                "(frag max_size)"
+            )
 
     def send(self, member: str, payload: bytes) -> None:
         self.ep.send(member, payload)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import msgpack
 from cohort.orb import errors as st
+from cohort.orb.errors import MESSAGE_OVERHEAD
 from cohort.replication.api import query, replicated
-from cohort.replication.engine import BATCH, MESSAGE_OVERHEAD
+from cohort.replication.engine import BATCH
 from enginekit import Group, submit
 
 LIMIT = MESSAGE_OVERHEAD + 10_000
